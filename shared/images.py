@@ -1,0 +1,40 @@
+"""PNG pictures of digit grids, from numpy arrays."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from shared.data import IMAGE_SIDE  # noqa: E402
+
+
+def tile(images: np.ndarray, ncols: int = 10, pad: int = 1) -> np.ndarray:
+    """Arrange (N, 784) or (N, 28, 28) images in a grid with `ncols` columns."""
+    images = np.asarray(images, np.float32).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    nrows = -(-len(images) // ncols)
+    cell = IMAGE_SIDE + pad
+    grid = np.ones((nrows * cell + pad, ncols * cell + pad), np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncols)
+        grid[pad + r * cell : pad + r * cell + IMAGE_SIDE, pad + c * cell : pad + c * cell + IMAGE_SIDE] = img
+    return grid
+
+
+def save_panels(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], ncols: int = 10, suptitle: str = "") -> None:
+    """Save side-by-side titled grids of digits as one PNG."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
+    for ax, (title, images) in zip(axes[0], panels):
+        ax.imshow(tile(images, ncols), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

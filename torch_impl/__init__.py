@@ -1,0 +1,1 @@
+"""PyTorch implementations, one module per architecture (twins of jax_impl/)."""
