@@ -10,7 +10,8 @@ from shared.weights import StateDict, check_state_dict, load_weights, save_weigh
 
 
 def state_dict_from_model(model: nn.Module) -> StateDict:
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    """A copy of the model's state_dict as numpy arrays (never aliasing the live tensors)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
 def load_state_dict(model: nn.Module, state_dict: StateDict, source: str = "weights") -> None:
@@ -26,4 +27,4 @@ def save_model(model: nn.Module, path: str | Path, arch: str) -> None:
 
 
 def load_model(model: nn.Module, path: str | Path) -> None:
-    load_state_dict_from_model(model, load_weights(path), str(path))
+    load_state_dict(model, load_weights(path), str(path))

@@ -1,0 +1,188 @@
+"""MLP VAE: PyTorch and JAX compute the same thing (DESIGN.md, "Parity").
+
+Same weights (converted both ways), same data and noise in; forward
+outputs, loss, every gradient and a 10-step Adam trajectory out. Plus
+checks against computations that share no code with either model: the
+analytic KL of two Gaussians, and a plain numpy forward pass.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from jax_impl import vae_mlp as jvae
+from jax_impl import weights as jax_weights
+from jax_impl.training import CompiledStep
+from shared.data import binarize, load_embedded_mnist
+from shared.hparams import VAE_MLP
+from shared.metrics import neg_elbo
+from shared.weights import load_weights
+from tests.parity import (
+    DIRECTIONS, assert_close, assert_state_dicts_close, assert_state_dicts_within, jax_grads, paired_models, torch_grads,
+)
+from tests.tolerances import (
+    ADAM_TINY_GRADIENT, ADAM_TINY_GRADIENT_MAX_FRACTION, FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL, TRAJECTORY_LOSS_RTOL,
+    TRAJECTORY_PARAM_ATOL,
+)
+from torch_impl import vae_mlp as tvae
+from torch_impl import weights as torch_weights
+
+BATCH = VAE_MLP.batch_size
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Ten real binarised MNIST batches with their reparameterisation noise, drawn once with numpy."""
+    x = binarize(load_embedded_mnist().train_x)
+    rng = np.random.default_rng(7)
+    return [
+        (x[i * BATCH : (i + 1) * BATCH], rng.standard_normal((BATCH, VAE_MLP.latent_dim), dtype=np.float32))
+        for i in range(10)
+    ]
+
+
+@pytest.fixture(params=DIRECTIONS)
+def models(request):
+    return paired_models(tvae, jvae, request.param)
+
+
+def test_parameter_shapes_and_counts_are_equal():
+    torch_sd = torch_weights.state_dict_from_model(tvae.init_model(0))
+    jax_model = jvae.init_model(0)
+    jax_sd = jax_weights.state_dict_from_model(jax_model)
+    assert {k: v.shape for k, v in torch_sd.items()} == {k: v.shape for k, v in jax_sd.items()}
+    expected = (784 * 500 + 500) + 2 * (500 * 5 + 5) + (5 * 500 + 500) + (500 * 784 + 784)
+    assert sum(p.numel() for p in tvae.init_model(0).parameters()) == expected == 793_294
+    assert sum(np.size(p) for p in jax.tree.leaves(nnx.state(jax_model, nnx.Param))) == expected
+
+
+def test_forward_outputs_agree(models, batches):
+    torch_model, jax_model = models
+    x, eps = batches[0]
+    with torch.no_grad():
+        t_logits, t_mu, t_logsigma = (a.numpy() for a in torch_model(torch.from_numpy(x), torch.from_numpy(eps)))
+    j_logits, j_mu, j_logsigma = (np.asarray(a) for a in jax_model(jnp.asarray(x), jnp.asarray(eps)))
+    assert_close(j_mu, t_mu, FORWARD_RTOL, "encoder mu")
+    assert_close(j_logsigma, t_logsigma, FORWARD_RTOL, "encoder logsigma")
+    assert_close(j_logits, t_logits, FORWARD_RTOL, "decoder logits")
+
+
+def test_loss_and_every_gradient_agree(models, batches):
+    torch_model, jax_model = models
+    x, eps = batches[0]
+    t_loss = tvae.loss_fn(torch_model, torch.from_numpy(x), torch.from_numpy(eps))
+    t_loss.backward()
+    j_loss, j_grads = nnx.value_and_grad(jvae.loss_fn)(jax_model, jnp.asarray(x), jnp.asarray(eps))
+    assert_close(float(j_loss), t_loss.item(), LOSS_RTOL, "loss")
+    t_g, j_g = torch_grads(torch_model), jax_grads(jax_model, j_grads)
+    assert len(t_g) == 10
+    assert_state_dicts_close(j_g, t_g, GRAD_RTOL, "gradient of")
+
+
+def test_ten_adam_steps_follow_the_same_trajectory(models, batches):
+    torch_model, jax_model = models
+    start = torch_weights.state_dict_from_model(torch_model)
+    t_opt, j_opt = tvae.make_optimizer(torch_model), jvae.make_optimizer(jax_model)
+    j_step = CompiledStep(jvae.train_step, jax_model, j_opt)  # the jit-compiled step users run
+    tiny = {k: np.zeros(v.shape, bool) for k, v in start.items()}
+    for i, (x, eps) in enumerate(batches):
+        t_loss = float(tvae.train_step(torch_model, t_opt, torch.from_numpy(x), torch.from_numpy(eps)))
+        j_loss = float(j_step(jnp.asarray(x), jnp.asarray(eps)))
+        assert_close(j_loss, t_loss, TRAJECTORY_LOSS_RTOL, f"loss at step {i + 1}")
+        for name, g in torch_grads(torch_model).items():  # .grad still holds this step's gradient
+            tiny[name] |= (g != 0) & (np.abs(g) < ADAM_TINY_GRADIENT)
+    j_step.write_back()
+    t_params = torch_weights.state_dict_from_model(torch_model)
+    j_params = jax_weights.state_dict_from_model(jax_model)
+    well_conditioned = {k: np.where(tiny[k], t_params[k], j_params[k]) for k in j_params}
+    assert_state_dicts_within(well_conditioned, t_params, TRAJECTORY_PARAM_ATOL, "after 10 steps,")
+    assert_state_dicts_within(j_params, t_params, VAE_MLP.lr * len(batches), "after 10 steps (all entries),")
+    n_tiny = sum(int(m.sum()) for m in tiny.values())
+    assert n_tiny <= ADAM_TINY_GRADIENT_MAX_FRACTION * sum(m.size for m in tiny.values())
+    moved = max(float(np.abs(t_params[k] - start[k]).max()) for k in start)
+    assert moved > 10 * TRAJECTORY_PARAM_ATOL, "parameters barely moved: the test would prove nothing"
+
+
+def test_kl_equals_the_analytic_kl_of_two_gaussians():
+    """KL(N(mu, diag sigma^2) || N(0, I)) by the general formula for Gaussians."""
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(6, 5)).astype(np.float32)
+    logsigma = rng.normal(scale=0.7, size=(6, 5)).astype(np.float32)
+    expected = []
+    for m, ls in zip(mu.astype(np.float64), logsigma.astype(np.float64)):
+        cov_q = np.diag(np.exp(2 * ls))  # q = N(m, cov_q), p = N(0, I)
+        k = len(m)
+        expected.append(0.5 * (np.trace(cov_q) + m @ m - k - np.log(np.linalg.det(cov_q))))
+    t_kl = tvae.kl_divergence(torch.from_numpy(mu), torch.from_numpy(logsigma)).numpy()
+    j_kl = np.asarray(jvae.kl_divergence(jnp.asarray(mu), jnp.asarray(logsigma)))
+    dist_kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(torch.from_numpy(mu), torch.exp(torch.from_numpy(logsigma))),
+        torch.distributions.Normal(0.0, 1.0),
+    ).sum(-1)
+    np.testing.assert_allclose(t_kl, expected, rtol=1e-5)
+    np.testing.assert_allclose(j_kl, expected, rtol=1e-5)
+    np.testing.assert_allclose(dist_kl.numpy(), expected, rtol=1e-5)
+    # The source's two wrong variants would not pass: '+ logsigma^2' and '+ 2*logsigma'.
+    wrong = 0.5 * np.sum(np.exp(2 * logsigma) + mu**2 - 1 + logsigma**2, axis=1)
+    assert not np.allclose(wrong, expected, rtol=1e-3)
+
+
+def numpy_loss(state_dict: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray) -> float:
+    """The Flux source's loss written in float64 numpy, with its own eps-in-the-log likelihood."""
+    sd = {k: v.astype(np.float64) for k, v in state_dict.items()}
+
+    def dense(name, a):
+        return a @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
+
+    h = np.tanh(dense("encoder.hidden", x))
+    mu, logsigma = dense("encoder.mu", h), dense("encoder.logsigma", h)
+    z = mu + np.exp(logsigma) * eps
+    p = 1 / (1 + np.exp(-dense("decoder.out", np.tanh(dense("decoder.hidden", z)))))
+    tiny = 1e-12  # float64 analogue of the source's eps(Float32)
+    log_lik = np.sum(x * np.log(p + tiny) + (1 - x) * np.log(1 - p + tiny))
+    kl = 0.5 * np.sum(np.exp(2 * logsigma) + mu**2 - 1 - 2 * logsigma)
+    l2 = sum(np.sum(v**2) for k, v in sd.items() if k.startswith("decoder."))
+    return float(-(log_lik - kl) / len(x) + 0.01 * l2)
+
+
+def test_loss_equals_a_plain_numpy_forward_pass(models, batches):
+    torch_model, jax_model = models
+    x, eps = batches[3]
+    expected = numpy_loss(torch_weights.state_dict_from_model(torch_model), x, eps)
+    t_loss = float(tvae.loss_fn(torch_model, torch.from_numpy(x), torch.from_numpy(eps)))
+    j_loss = float(jvae.loss_fn(jax_model, jnp.asarray(x), jnp.asarray(eps)))
+    assert_close(t_loss, expected, LOSS_RTOL, "torch loss vs numpy")
+    assert_close(j_loss, expected, LOSS_RTOL, "jax loss vs numpy")
+
+
+def test_shared_metric_equals_the_loss_without_its_penalty(batches):
+    """shared.metrics.neg_elbo (what training reports) is the loss minus the decoder's L2 term."""
+    model = tvae.init_model(3)
+    x, eps = batches[1]
+    xt, et = torch.from_numpy(x), torch.from_numpy(eps)
+    with torch.no_grad():
+        logits, mu, logsigma = model(xt, et)
+        loss = float(tvae.loss_fn(model, xt, et))
+        l2 = float(tvae.decoder_l2(model))
+    metric = neg_elbo(x, logits.numpy(), mu.numpy(), logsigma.numpy())
+    assert metric["neg_elbo"] == pytest.approx(loss - VAE_MLP.decoder_l2 * l2, rel=1e-5)
+    assert metric["neg_elbo"] == pytest.approx(metric["neg_log_likelihood"] + metric["kl"], rel=1e-12)
+
+
+def test_weight_files_round_trip_both_ways(tmp_path):
+    torch_model, jax_model = tvae.init_model(0), jvae.init_model(5)
+    torch_weights.save_model(torch_model, tmp_path / "t.safetensors", "vae_mlp")
+    jax_weights.load_model(jax_model, tmp_path / "t.safetensors")
+    jax_weights.save_model(jax_model, tmp_path / "tj.safetensors", "vae_mlp")
+    back = tvae.init_model(9)
+    torch_weights.load_model(back, tmp_path / "tj.safetensors")
+    original = torch_weights.state_dict_from_model(torch_model)
+    for key, value in torch_weights.state_dict_from_model(back).items():
+        np.testing.assert_array_equal(value, original[key], err_msg=key)  # bit for bit
+    kernel = np.asarray(jax_model.encoder.hidden.kernel.get_value())
+    np.testing.assert_array_equal(kernel, original["encoder.hidden.weight"].T)  # Dense kernel = weight.T
+    assert load_weights(tmp_path / "tj.safetensors").keys() == original.keys()
