@@ -70,7 +70,7 @@ class VaeMlpTask:
             [("Bernoulli means p = f(z), z ~ N(0, I)", samples["means"]), ("samples x ~ Bernoulli(p)", samples["pixels"])],
             suptitle=title,
         )
-        x = self.test_x[:50]
+        x = self.test_x[np.linspace(0, len(self.test_x) - 1, 50).astype(int)]  # all digits, not only the first
         recon = predict("reconstruct", x)
         save_panels(
             out_dir / "reconstructions.png",

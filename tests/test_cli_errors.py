@@ -177,6 +177,35 @@ def test_out_is_a_file(framework, capsys, tmp_path):
     assert line == f"error: --out {out}: exists and is not a folder"
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_batch_size_larger_than_training_set(framework, capsys, tmp_path):
+    argv = ["vae_mlp", "--epochs", "1", "--batch-size", "4001", "--out", tmp_path / "out"]
+    line = expect_error(framework, argv, capsys)
+    assert line == "error: --batch-size 4001 is larger than the 4000 training examples"
+    assert not (tmp_path / "out" / "weights.safetensors").exists()
+
+
+def _has_gpu(framework: str) -> bool:
+    if framework == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import jax
+
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_device_gpu_without_gpu(framework, capsys, tmp_path):
+    if _has_gpu(framework):
+        pytest.skip(f"{framework} sees a GPU")
+    line = expect_error(framework, ["vae_mlp", "--epochs", "0", "--device", "gpu", "--out", tmp_path / "out"], capsys)
+    assert line.startswith(f"error: --device gpu: {'torch' if framework == 'torch' else 'JAX'} sees no")
+
+
 # ---------------------------------------------------------------- data (in-process)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_data_dir_missing(framework, capsys, tmp_path):

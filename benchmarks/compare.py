@@ -1,0 +1,208 @@
+"""Time one training step per architecture x framework x mode, on CPU or GPU.
+
+    python benchmarks/compare.py                      # every architecture, every mode, CPU
+    python benchmarks/compare.py --arch vae_mlp --mode jax-jit --steps 200
+    python benchmarks/compare.py --device gpu
+
+Each configuration runs in its own process (benchmarks/worker.py) with the
+same number of threads; all rows of an architecture start from the same
+weights and batches, so their final losses must agree. Efficiency is the
+step's matmul/conv FLOPs over (the framework's own large float32 matmul
+throughput x step time): 1.0 would mean the step ran at the matmul floor.
+Writes OUT/results.json, OUT/results.md and OUT/results.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.errors import UserError, run_cli  # noqa: E402
+from shared.hparams import HPARAMS  # noqa: E402
+from shared.trainer import ArgumentParser, non_negative_int, positive_int  # noqa: E402
+
+FRAMEWORK_MODES = {"torch": ("torch-eager", "torch-compile"), "jax": ("jax-jit",)}
+ALL_MODES = [m for modes in FRAMEWORK_MODES.values() for m in modes]
+LOSS_AGREEMENT_RTOL = 1e-4
+WORKER = Path(__file__).resolve().with_name("worker.py")
+COLUMNS = [
+    "arch", "framework", "mode", "device", "batch_size", "threads", "step_ms_median", "step_ms_p10", "step_ms_p90",
+    "compile_s", "samples_per_s", "flops_per_step", "gflops_per_s", "peak_gflops_per_s", "efficiency", "final_loss",
+]
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python benchmarks/compare.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", nargs="+", choices=sorted(HPARAMS), default=sorted(HPARAMS))
+    p.add_argument("--framework", nargs="+", choices=sorted(FRAMEWORK_MODES), default=sorted(FRAMEWORK_MODES, reverse=True))
+    p.add_argument("--mode", nargs="+", choices=ALL_MODES, default=ALL_MODES)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--batch-size", type=positive_int, help="default: each architecture's training batch size")
+    p.add_argument("--steps", type=positive_int, default=100, help="timed steps per configuration")
+    p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed steps first (the first one compiles)")
+    p.add_argument("--threads", type=positive_int, default=len(os.sched_getaffinity(0)), help="CPU threads for every configuration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("results") / "benchmark", help="output folder")
+    return p
+
+
+def run_worker(cfg: dict, tmp: Path) -> dict:
+    """Run one configuration in a fresh process; a failure there is a one-line error here."""
+    name = f"{cfg['job']}-{cfg['framework']}-{cfg.get('arch', '')}-{cfg.get('mode', '')}"
+    cfg_path, out_path = tmp / f"{name}.cfg.json", tmp / f"{name}.out.json"
+    cfg_path.write_text(json.dumps(cfg))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(WORKER), str(cfg_path), str(out_path)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise UserError(f"{name} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+    return json.loads(out_path.read_text())
+
+
+def plan(args) -> list[tuple[str, str, str]]:
+    if not set(args.mode) & {m for f in args.framework for m in FRAMEWORK_MODES[f]}:
+        raise UserError(f"--mode {' '.join(args.mode)} belongs to no framework in --framework {' '.join(args.framework)}")
+    return [(a, f, m) for a in args.arch for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    if args.threads > len(os.sched_getaffinity(0)):
+        raise UserError(f"--threads {args.threads}: only {len(os.sched_getaffinity(0))} CPUs are available")
+    configs = plan(args)
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    from benchmarks.inputs import count_step_flops, write_initial_weights
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        common = {"device": args.device, "threads": args.threads, "seed": args.seed}
+        peaks = {}
+        for framework in dict.fromkeys(f for _, f, _ in configs):
+            print(f"measuring {framework} float32 matmul peak on {args.device} ...", file=sys.stderr)
+            peaks[framework] = run_worker({"job": "peak", "framework": framework, "arch": "vae_mlp", **common}, tmp)
+        for arch in dict.fromkeys(a for a, _, _ in configs):
+            batch_size = args.batch_size or HPARAMS[arch].batch_size
+            init = tmp / f"{arch}.safetensors"
+            write_initial_weights(arch, args.seed, init)
+            flops = count_step_flops(arch, batch_size, args.seed)
+            for a, framework, mode in configs:
+                if a != arch:
+                    continue
+                print(f"timing {arch} {mode} ...", file=sys.stderr)
+                cfg = {"job": "step", "framework": framework, "arch": arch, "mode": mode, "batch_size": batch_size,
+                       "steps": args.steps, "warmup": max(args.warmup, 1), "lr": HPARAMS[arch].lr, "init": str(init), **common}
+                rows.append(make_row(cfg, run_worker(cfg, tmp), peaks[framework]["peak_gflops_per_s"], flops))
+    flag_disagreements(rows)
+    write_outputs(out, rows, args)
+    return rows
+
+
+def make_row(cfg: dict, result: dict, peak: float, flops: int) -> dict:
+    step_s = result["step_ms_median"] / 1e3
+    row = {k: cfg[k] for k in ("arch", "framework", "mode", "device", "batch_size", "threads")}
+    row.update({k: result[k] for k in ("step_ms_median", "step_ms_p10", "step_ms_p90", "compile_s", "samples_per_s")})
+    row.update({
+        "flops_per_step": flops,
+        "gflops_per_s": flops / step_s / 1e9,
+        "peak_gflops_per_s": peak,
+        "efficiency": flops / (peak * 1e9 * step_s),
+        "final_loss": result["final_loss"],
+        "device_name": result["device_name"],
+        "versions": result["versions"],
+    })
+    return row
+
+
+def flag_disagreements(rows: list[dict]) -> None:
+    """Mark rows whose final loss differs from the architecture's first row by more than 1e-4 relative."""
+    reference = {}
+    for row in rows:
+        ref = reference.setdefault(row["arch"], row["final_loss"])
+        row["final_loss_rel_diff"] = abs(row["final_loss"] - ref) / max(abs(ref), 1e-30)
+        row["loss_agrees"] = row["final_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
+
+
+def jax_over_torch(rows: list[dict]) -> dict[str, float]:
+    """Per architecture: jax-jit step time / the best torch mode's step time (< 1: JAX faster)."""
+    ratios = {}
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        jax = [r["step_ms_median"] for r in rows if r["arch"] == arch and r["framework"] == "jax"]
+        torch = [r["step_ms_median"] for r in rows if r["arch"] == arch and r["framework"] == "torch"]
+        if jax and torch:
+            ratios[arch] = jax[0] / min(torch)
+    return ratios
+
+
+def format_table(rows: list[dict]) -> list[str]:
+    header = ["arch", "mode", "batch", "step ms (p10-p90)", "compile s", "samples/s", "GFLOP/s", "peak", "efficiency", "final loss"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        flag = "" if r["loss_agrees"] else f" DISAGREES ({r['final_loss_rel_diff']:.1e})"
+        lines.append("| " + " | ".join([
+            r["arch"], r["mode"], str(r["batch_size"]),
+            f"{r['step_ms_median']:.3f} ({r['step_ms_p10']:.3f}-{r['step_ms_p90']:.3f})",
+            f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}",
+            f"{r['peak_gflops_per_s']:.0f}", f"{r['efficiency']:.2f}", f"{r['final_loss']:.6g}{flag}",
+        ]) + " |")
+    return lines
+
+
+def machine_summary(rows: list[dict], args) -> list[str]:
+    names = sorted({f"{r['framework']}: {r['device_name']}" for r in rows})
+    versions = {k: v for r in rows for k, v in r["versions"].items()}
+    return [
+        f"- machine: {platform.node() or 'unknown'}, {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs available; "
+        f"{args.threads} threads per configuration",
+        f"- devices: {'; '.join(names)}",
+        f"- versions: python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        f"- {args.steps} timed steps after {args.warmup} warm-up steps; efficiency = FLOPs per step / (peak x median step time)",
+    ]
+
+
+def write_outputs(out: Path, rows: list[dict], args) -> None:
+    table = format_table(rows)
+    ratios = jax_over_torch(rows)
+    ratio_lines = [f"- {arch}: jax-jit / best torch step time = {v:.2f}" for arch, v in ratios.items()]
+    print("\n".join(table + [""] + ratio_lines + machine_summary(rows, args)))
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    md = ["# Step-time benchmark", ""] + machine_summary(rows, args) + [""] + table + [""] + ratio_lines
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    plot(out / "results.png", rows)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}", file=sys.stderr)
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"torch-eager": "#ee8866", "torch-compile": "#bb4422", "jax-jit": "#4477aa"}
+    labels = [f"{r['arch']}  {r['mode']}" for r in rows]
+    medians = [r["step_ms_median"] for r in rows]
+    errors = [[r["step_ms_median"] - r["step_ms_p10"] for r in rows], [r["step_ms_p90"] - r["step_ms_median"] for r in rows]]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    y = list(range(len(rows)))[::-1]
+    ax.barh(y, medians, xerr=errors, color=[colors[r["mode"]] for r in rows])
+    for yi, r in zip(y, rows):
+        ax.text(r["step_ms_median"], yi, f"  eff {r['efficiency']:.2f}", va="center", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel(f"median training step time, ms (p10-p90), {rows[0]['device']}")
+    ax.set_xlim(0, max(r["step_ms_p90"] for r in rows) * 1.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    run_cli(main)

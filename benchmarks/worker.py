@@ -1,0 +1,116 @@
+"""One benchmark configuration, run in its own process by benchmarks/compare.py.
+
+Usage: python benchmarks/worker.py CONFIG_JSON RESULT_JSON
+CONFIG holds job ("step" or "peak"), framework, arch, mode, device,
+batch_size, steps, warmup, threads, init (weights file), seed.
+Threads are pinned before any framework is imported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def pin_threads(threads: int) -> None:
+    """Limit this process to `threads` CPUs; torch, XLA and BLAS size their pools from it."""
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cpus[:threads])
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def make_backend(cfg: dict):
+    if cfg["framework"] == "torch":
+        import torch
+
+        from torch_impl.training import Backend
+
+        torch.set_num_threads(cfg["threads"])
+    else:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        from jax_impl.training import Backend
+    return Backend(cfg["arch"], cfg["device"])
+
+
+def matmul_peak(cfg: dict, backend) -> dict:
+    """The framework's own float32 matmul throughput on a large square product."""
+    import numpy as np
+
+    n = 8192 if cfg["device"] == "gpu" else 2048
+    a = backend.to_device(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    if cfg["framework"] == "torch":
+        matmul = lambda: a @ a  # noqa: E731
+    else:
+        import jax
+
+        jitted = jax.jit(lambda m: m @ m)
+        matmul = lambda: jitted(a)  # noqa: E731
+    times = timed(matmul, backend, warmup=3, steps=10)
+    return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times)) / 1e9, "matmul_n": n}
+
+
+def timed(fn, backend, warmup: int, steps: int) -> list[float]:
+    """Seconds of each of `steps` calls after `warmup` calls, device synchronised around each."""
+    for _ in range(warmup):
+        backend.sync(fn())
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        backend.sync(fn())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def train_steps(cfg: dict, backend) -> dict:
+    """Time `steps` training steps after `warmup` steps; the first step's extra time is compile time."""
+    import numpy as np
+
+    from benchmarks.inputs import benchmark_batches
+
+    model = backend.init_model(cfg["seed"], Path(cfg["init"]))
+    optimizer = backend.make_optimizer(model, cfg["lr"])
+    step = backend.compile_step(model, optimizer, cfg["mode"])
+    numpy_batches = benchmark_batches(cfg["arch"], cfg["batch_size"], cfg["warmup"] + cfg["steps"], cfg["seed"])
+    batches = [tuple(map(backend.to_device, b)) for b in numpy_batches]  # data on the device before timing
+    backend.sync([a for b in batches for a in b])
+
+    start = time.perf_counter()
+    backend.sync(step(*batches[0]))
+    first_step_s = time.perf_counter() - start
+    for batch in batches[1 : cfg["warmup"]]:
+        backend.sync(step(*batch))
+    times = []
+    for batch in batches[cfg["warmup"] :]:
+        start = time.perf_counter()
+        loss = step(*batch)
+        backend.sync(loss)
+        times.append(time.perf_counter() - start)
+    step_s = float(np.median(times))
+    return {
+        "step_ms_median": 1e3 * step_s,
+        "step_ms_p10": 1e3 * float(np.percentile(times, 10)),
+        "step_ms_p90": 1e3 * float(np.percentile(times, 90)),
+        "compile_s": max(first_step_s - step_s, 0.0),
+        "samples_per_s": cfg["batch_size"] / step_s,
+        "final_loss": float(backend.to_numpy(loss)),
+        "device_name": backend.device_name(),
+        "versions": backend.versions(),
+    }
+
+
+def main(argv: list[str]) -> None:
+    cfg = json.loads(Path(argv[0]).read_text())
+    pin_threads(cfg["threads"])
+    backend = make_backend(cfg)
+    result = matmul_peak(cfg, backend) if cfg["job"] == "peak" else train_steps(cfg, backend)
+    Path(argv[1]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from shared.errors import run_cli
+
+    run_cli(lambda _: main(sys.argv[1:]))
