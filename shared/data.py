@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,7 +60,7 @@ def _read_bytes(path: Path) -> bytes:
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from None
     return raw
 
@@ -82,7 +84,7 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
             f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})"
         )
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected_len = header_len + int(np.prod(dims))
+    expected_len = header_len + math.prod(dims)  # Python ints: no overflow
     if len(raw) != expected_len:
         raise DataError(
             f"{path}: {len(raw)} bytes, expected {expected_len} for {'x'.join(map(str, dims))} items "
@@ -119,8 +121,10 @@ def find_idx_file(data_dir: Path, split: str, kind: str) -> Path | None:
 def load_idx_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load the 'train' or 'test' split from a folder of MNIST IDX files."""
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
+    if not data_dir.exists():
         raise DataError(f"data folder {data_dir} does not exist")
+    if not data_dir.is_dir():
+        raise DataError(f"data folder {data_dir} is a file, expected a folder of MNIST IDX files")
     images = find_idx_file(data_dir, split, "images")
     labels = find_idx_file(data_dir, split, "labels")
     for kind, found in (("images", images), ("labels", labels)):
@@ -128,7 +132,7 @@ def load_idx_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.nda
             name = IDX_NAMES[(split, kind)][0]
             raise DataError(
                 f"{data_dir}: no MNIST {split} {kind} file (looked for {name}[.gz] "
-                f"in {data_dir} and {data_dir / 'MNIST' / 'raw'})"
+                f"in {data_dir}, {data_dir / 'MNIST' / 'raw'} and {data_dir / 'raw'})"
             )
     return read_idx_pair(images, labels)
 

@@ -63,7 +63,7 @@ def build_parser(framework: str) -> ArgumentParser:
     p.add_argument("--epochs", type=non_negative_int, help="epochs (default: the architecture's); 0 only evaluates")
     p.add_argument("--batch-size", type=positive_int, help="minibatch size (default: the architecture's)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the architecture's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, batch order and noise")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights, batch order and noise")
     p.add_argument("--data-dir", type=Path, help="folder of MNIST IDX files (train-*, t10k-*; MNIST/raw layout too)")
     p.add_argument("--test-dir", type=Path, help="folder whose t10k-* IDX files replace the test split")
     p.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from this safetensors file")
@@ -84,7 +84,10 @@ def write_json(path: Path, obj: Any) -> None:
 def prepare_out_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     return out
 
 
@@ -96,6 +99,8 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
     epochs = hp.epochs if args.epochs is None else args.epochs
     batch_size = args.batch_size or hp.batch_size
     lr = args.lr or hp.lr
+    if epochs and num_batches(task.n_train, batch_size) == 0:
+        raise UserError(f"--batch-size {batch_size} is larger than the {task.n_train} training examples")
     out = prepare_out_dir(args.out or Path("runs") / f"{args.arch}-{backend_cls.framework}")
 
     backend = backend_cls(args.arch, args.device)
@@ -147,6 +152,4 @@ def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total
         losses.append(step(*map(backend.to_device, task.train_batch(idx, noise_rng))))
         if i % 20 == 0:
             bar.set_postfix(loss=f"{float(backend.to_numpy(losses[-1])):.3f}")
-    if not losses:
-        raise UserError(f"--batch-size {batch_size} is larger than the {task.n_train} training examples")
     return float(np.mean([backend.to_numpy(loss) for loss in losses]))

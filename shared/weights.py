@@ -42,12 +42,20 @@ def save_weights(path: str | Path, state_dict: Mapping[str, np.ndarray], metadat
 def load_weights(path: str | Path) -> StateDict:
     """Read a safetensors file into numpy arrays."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} is a folder, expected a .safetensors file")
     try:
-        return load_file(path)
+        state_dict = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+    except TypeError as e:  # a dtype numpy does not know, e.g. bfloat16
+        raise WeightsError(f"{path}: holds a tensor type numpy cannot read ({e}); expected float32") from None
+    for key, value in state_dict.items():
+        if value.dtype.kind not in "fiub":  # bfloat16 reads as a void type once ml_dtypes is imported
+            raise WeightsError(f"{path}: key '{key}' has dtype {value.dtype}, expected float32")
+    return state_dict
 
 
 def check_state_dict(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, np.ndarray], source: str) -> None:
