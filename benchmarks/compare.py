@@ -195,7 +195,7 @@ def plot(path: Path, rows: list[dict]) -> None:
     y = list(range(len(rows)))[::-1]
     ax.barh(y, medians, xerr=errors, color=[colors[r["mode"]] for r in rows])
     for yi, r in zip(y, rows):
-        ax.text(r["step_ms_median"], yi, f"  eff {r['efficiency']:.2f}", va="center", fontsize=8)
+        ax.text(r["step_ms_p90"], yi, f"  eff {r['efficiency']:.2f}", va="center", fontsize=8)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel(f"median training step time, ms (p10-p90), {rows[0]['device']}")
     ax.set_xlim(0, max(r["step_ms_p90"] for r in rows) * 1.3)

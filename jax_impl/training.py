@@ -46,10 +46,12 @@ class CompiledStep:
     """train_step(model, optimizer, *batch) as one jit-compiled pure function.
 
     The Flax NNX performance recipe: split model and optimizer into a graph
-    definition and a state pytree once, merge them inside the jitted function,
-    and donate the state so XLA updates it in place. The NNX objects are only
-    brought up to date by write_back(), which the caller runs before using
-    the model elsewhere (evaluation, saving).
+    definition and their state once, merge them inside the jitted function,
+    and donate the state so XLA updates it in place. The state crosses the
+    jit boundary as a flat list of arrays: flattening NNX Variable objects in
+    Python on every call would cost more than the step itself on small models.
+    The NNX objects are brought up to date only by write_back(), which the
+    caller runs before using the model elsewhere (evaluation, saving).
     """
 
     def __init__(self, step_fn, model: nnx.Module, optimizer: nnx.Optimizer, mode: str = "jax-jit"):
@@ -57,21 +59,22 @@ class CompiledStep:
             raise UserError(f"--mode {mode}: JAX supports {', '.join(MODES)}")
         model.train()
         self.objects = (model, optimizer)
-        graphdef, self.state = nnx.split(self.objects)
+        graphdef, state = nnx.split(self.objects)
+        self.leaves, self.treedef = jax.tree.flatten(state)
 
-        def pure_step(state, *batch):
-            model, optimizer = nnx.merge(graphdef, state)
+        def pure_step(leaves, *batch):
+            model, optimizer = nnx.merge(graphdef, jax.tree.unflatten(self.treedef, leaves))
             loss = step_fn(model, optimizer, *batch)
-            return nnx.state((model, optimizer)), loss
+            return jax.tree.leaves(nnx.state((model, optimizer))), loss
 
         self.fn = jax.jit(pure_step, donate_argnums=0)
 
     def __call__(self, *batch: jax.Array) -> jax.Array:
-        self.state, loss = self.fn(self.state, *batch)
+        self.leaves, loss = self.fn(self.leaves, *batch)
         return loss
 
     def write_back(self) -> None:
-        nnx.update(self.objects, self.state)
+        nnx.update(self.objects, jax.tree.unflatten(self.treedef, self.leaves))
 
 
 class Backend:
