@@ -61,7 +61,8 @@ def run_worker(cfg: dict, tmp: Path) -> dict:
     proc = subprocess.run([sys.executable, str(WORKER), str(cfg_path), str(out_path)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise UserError(f"{name} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+        last = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
+        raise UserError(f"{cfg['framework']} {cfg.get('mode', 'matmul peak')} on {cfg['device']}: {last}")
     return json.loads(out_path.read_text())
 
 

@@ -6,7 +6,6 @@ command (shared/trainer.py) and the benchmark drive either through them.
 from __future__ import annotations
 
 import importlib
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from flax import nnx
 
 from jax_impl.weights import load_model, save_model
 from shared.errors import UserError
+from shared.machine import cpu_name
 
 MODES = ("jax-jit",)
 
@@ -125,8 +125,7 @@ class Backend:
     def device_name(self) -> str:
         if self.device.platform == "gpu":
             return self.device.device_kind
-        return f"cpu ({platform.processor() or platform.machine()})"
+        return cpu_name()
 
     def versions(self) -> dict[str, str]:
-        return {"jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
-                "flax": flax.__version__, "optax": optax.__version__}
+        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}

@@ -6,7 +6,6 @@ command (shared/trainer.py) and the benchmark drive either through them.
 from __future__ import annotations
 
 import importlib
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from shared.errors import UserError
+from shared.machine import cpu_name
 from torch_impl.weights import load_model, save_model
 
 MODES = ("torch-eager", "torch-compile")
@@ -103,7 +103,7 @@ class Backend:
     def device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
-        return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__}

@@ -1,0 +1,90 @@
+"""benchmarks/compare.py end to end on a few steps: the rows, their agreement, the files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.compare import COLUMNS
+from tests.conftest import REPO_ROOT
+
+# vae_mlp, batch 100: 2 FLOPs per multiply-add of the forward matmuls
+# (784x500 + 2 x 500x5 + 5x500 + 500x784) for the output and the weight
+# gradients, plus the input gradients of every layer but the first.
+FORWARD_MACS = 784 * 500 + 2 * 500 * 5 + 5 * 500 + 500 * 784
+VAE_MLP_STEP_FLOPS = 100 * 2 * (2 * FORWARD_MACS + (FORWARD_MACS - 784 * 500))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", "--arch", "vae_mlp", "--steps", "3", "--warmup", "2", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_every_mode_is_timed_with_the_required_columns(results):
+    out, _ = results
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["mode"] for r in rows] == ["torch-eager", "torch-compile", "jax-jit"]
+    for row in rows:
+        assert set(COLUMNS) <= set(row), set(COLUMNS) - set(row)
+        assert row["arch"] == "vae_mlp" and row["batch_size"] == 100 and row["device"] == "cpu"
+        assert 0 < row["step_ms_p10"] <= row["step_ms_median"] <= row["step_ms_p90"]
+        assert row["samples_per_s"] == pytest.approx(100 / (row["step_ms_median"] / 1e3))
+        assert row["efficiency"] == pytest.approx(
+            row["flops_per_step"] / (row["peak_gflops_per_s"] * 1e9 * row["step_ms_median"] / 1e3)
+        )
+        assert row["compile_s"] >= 0 and row["device_name"] and row["versions"]
+    assert rows[1]["compile_s"] > rows[0]["compile_s"], "torch.compile's compile time should show"
+
+
+def test_flops_are_counted_once_for_every_row(results):
+    rows = json.loads((results[0] / "results.json").read_text())
+    assert {r["flops_per_step"] for r in rows} == {VAE_MLP_STEP_FLOPS} == {396_500_000}
+
+
+def test_all_modes_compute_the_same_steps(results):
+    rows = json.loads((results[0] / "results.json").read_text())
+    losses = [r["final_loss"] for r in rows]
+    assert max(losses) - min(losses) <= 1e-4 * abs(losses[0])
+    assert all(r["loss_agrees"] for r in rows)
+
+
+def test_table_markdown_and_chart_are_written(results):
+    out, stdout = results
+    assert "| vae_mlp | jax-jit | 100 |" in stdout and "jax-jit / best torch step time" in stdout
+    md = (out / "results.md").read_text()
+    assert "versions:" in md and "torch 2.13.0" in md and "jax 0" in md
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", "--arch", "resnet", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "resnet" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", "--framework", "jax", "--mode", "torch-eager", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "belongs to no framework" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_without_a_gpu_is_a_one_line_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", "--device", "gpu", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: torch matmul peak on gpu: --device gpu: torch sees no CUDA device"
