@@ -20,15 +20,13 @@ from safetensors.numpy import load_file, save_file
 
 from shared.errors import run_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+from tests.conftest import REPO_ROOT, SHARED_DATA
+MNIST_DIR = SHARED_DATA / "mnist"
 IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
 FRAMEWORKS = ["torch", "jax"]
 
-requires_mnist = pytest.mark.skipif(
-    not (IMAGES_GZ.is_file() and LABELS_GZ.is_file()), reason=f"official MNIST test files not in {MNIST_DIR}"
-)
+requires_mnist = pytest.mark.usefixtures("mnist_test_dir")  # fails, never skips, if ../shared/data is missing
 
 
 # ---------------------------------------------------------------- helpers

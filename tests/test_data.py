@@ -26,16 +26,15 @@ from shared.data import (
 )
 from shared.errors import UserError
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+from tests.conftest import SHARED_DATA
+MNIST_DIR = SHARED_DATA / "mnist"
 IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
 
 FIRST_TEN_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-requires_mnist = pytest.mark.skipif(
-    not (IMAGES_GZ.is_file() and LABELS_GZ.is_file()), reason=f"official MNIST test files not in {MNIST_DIR}"
-)
+requires_mnist = pytest.mark.usefixtures("mnist_test_dir")  # fails, never skips, if ../shared/data is missing
 
 
 # ---------------------------------------------------------------- helpers
