@@ -153,7 +153,7 @@ def test_loss_equals_a_plain_numpy_forward_pass(models, batches):
     torch_model, jax_model = models
     x, eps = batches[3]
     expected = numpy_loss(torch_weights.state_dict_from_model(torch_model), x, eps)
-    t_loss = float(tvae.loss_fn(torch_model, torch.from_numpy(x), torch.from_numpy(eps)))
+    t_loss = tvae.loss_fn(torch_model, torch.from_numpy(x), torch.from_numpy(eps)).item()
     j_loss = float(jvae.loss_fn(jax_model, jnp.asarray(x), jnp.asarray(eps)))
     assert_close(t_loss, expected, LOSS_RTOL, "torch loss vs numpy")
     assert_close(j_loss, expected, LOSS_RTOL, "jax loss vs numpy")
