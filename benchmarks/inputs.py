@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.data import batch_indices, load_embedded_mnist
+from shared.errors import UserError
 from shared.tasks import TASKS
 
 
@@ -21,7 +22,7 @@ def benchmark_batches(arch: str, batch_size: int, count: int, seed: int) -> list
             if len(batches) == count:
                 break
         if epoch == 1 and not batches:
-            raise ValueError(f"--batch-size {batch_size} exceeds the {task.n_train} training examples")
+            raise UserError(f"--batch-size {batch_size} exceeds the {task.n_train} training examples")
     return batches
 
 

@@ -42,26 +42,28 @@ def matmul_peak(cfg: dict, backend) -> dict:
     n = 8192 if cfg["device"] == "gpu" else 2048
     a = backend.to_device(np.random.default_rng(0).random((n, n), dtype=np.float32))
     if cfg["framework"] == "torch":
-        matmul = lambda: a @ a  # noqa: E731
+        matmul = lambda _: a @ a  # noqa: E731
     else:
         import jax
 
         jitted = jax.jit(lambda m: m @ m)
-        matmul = lambda: jitted(a)  # noqa: E731
-    times = timed(matmul, backend, warmup=3, steps=10)
+        matmul = lambda _: jitted(a)  # noqa: E731
+    _, times, _ = timed(matmul, [None] * 13, backend, warmup=3)
     return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times)) / 1e9, "matmul_n": n}
 
 
-def timed(fn, backend, warmup: int, steps: int) -> list[float]:
-    """Seconds of each of `steps` calls after `warmup` calls, device synchronised around each."""
-    for _ in range(warmup):
-        backend.sync(fn())
+def timed(fn, inputs: list, backend, warmup: int) -> tuple[list[float], list[float], object]:
+    """Seconds of fn(x) for each x in `inputs`, device synchronised around each call.
+
+    Returns the warm-up calls' times, the other calls' times, and the last result.
+    """
     times = []
-    for _ in range(steps):
+    for x in inputs:
         start = time.perf_counter()
-        backend.sync(fn())
+        result = fn(x)
+        backend.sync(result)
         times.append(time.perf_counter() - start)
-    return times
+    return times[:warmup], times[warmup:], result
 
 
 def train_steps(cfg: dict, backend) -> dict:
@@ -77,13 +79,7 @@ def train_steps(cfg: dict, backend) -> dict:
     batches = [tuple(map(backend.to_device, b)) for b in numpy_batches]  # data on the device before timing
     backend.sync([a for b in batches for a in b])
 
-    times = []
-    for batch in batches:
-        start = time.perf_counter()
-        loss = step(*batch)
-        backend.sync(loss)
-        times.append(time.perf_counter() - start)
-    warmup, times = times[: cfg["warmup"]], times[cfg["warmup"] :]
+    warmup, times, loss = timed(lambda batch: step(*batch), batches, backend, cfg["warmup"])
     step_s = float(np.median(times))
     return {
         "step_ms_median": 1e3 * step_s,
