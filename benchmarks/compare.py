@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.errors import UserError, run_cli  # noqa: E402
-from shared.hparams import HPARAMS  # noqa: E402
+from shared.hparams import HPARAMS, label, variants  # noqa: E402
 from shared.trainer import ArgumentParser, non_negative_int, positive_int  # noqa: E402
 
 FRAMEWORK_MODES = {"torch": ("torch-eager", "torch-compile"), "jax": ("jax-jit",)}
@@ -32,7 +32,7 @@ ALL_MODES = [m for modes in FRAMEWORK_MODES.values() for m in modes]
 LOSS_AGREEMENT_RTOL = 1e-4
 WORKER = Path(__file__).resolve().with_name("worker.py")
 COLUMNS = [
-    "arch", "framework", "mode", "device", "batch_size", "threads", "step_ms_median", "step_ms_p10", "step_ms_p90",
+    "arch", "variant", "framework", "mode", "device", "batch_size", "threads", "step_ms_median", "step_ms_p10", "step_ms_p90",
     "compile_s", "samples_per_s", "flops_per_step", "gflops_per_s", "peak_gflops_per_s", "efficiency", "final_loss",
 ]
 
@@ -40,10 +40,12 @@ COLUMNS = [
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python benchmarks/compare.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", nargs="+", choices=sorted(HPARAMS), default=sorted(HPARAMS))
+    every_variant = sorted({v for arch in HPARAMS for v in variants(arch)})
+    p.add_argument("--variant", nargs="+", choices=every_variant, help="only these variants (default: all; rnn: batched, per-name)")
     p.add_argument("--framework", nargs="+", choices=sorted(FRAMEWORK_MODES), default=sorted(FRAMEWORK_MODES, reverse=True))
     p.add_argument("--mode", nargs="+", choices=ALL_MODES, default=ALL_MODES)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--batch-size", type=positive_int, help="default: each architecture's training batch size")
+    p.add_argument("--batch-size", type=positive_int, help="default: each architecture's training batch size (the per-name RNN always takes 1)")
     p.add_argument("--steps", type=positive_int, default=100, help="timed steps per configuration")
     p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed steps first (the first one compiles)")
     p.add_argument("--threads", type=positive_int, default=len(os.sched_getaffinity(0)), help="CPU threads for every configuration")
@@ -54,7 +56,7 @@ def build_parser() -> ArgumentParser:
 
 def run_worker(cfg: dict, tmp: Path) -> dict:
     """Run one configuration in a fresh process; a failure there is a one-line error here."""
-    name = f"{cfg['job']}-{cfg['framework']}-{cfg.get('arch', '')}-{cfg.get('mode', '')}"
+    name = f"{cfg['job']}-{cfg['framework']}-{cfg.get('arch', '')}-{cfg.get('variant', '')}-{cfg.get('mode', '')}"
     cfg_path, out_path = tmp / f"{name}.cfg.json", tmp / f"{name}.out.json"
     cfg_path.write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -66,10 +68,14 @@ def run_worker(cfg: dict, tmp: Path) -> dict:
     return json.loads(out_path.read_text())
 
 
-def plan(args) -> list[tuple[str, str, str]]:
+def plan(args) -> list[tuple[str, str, str, str]]:
+    """(arch, variant, framework, mode) of every row, in table order."""
     if not set(args.mode) & {m for f in args.framework for m in FRAMEWORK_MODES[f]}:
         raise UserError(f"--mode {' '.join(args.mode)} belongs to no framework in --framework {' '.join(args.framework)}")
-    return [(a, f, m) for a in args.arch for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode]
+    pairs = [(a, v) for a in args.arch for v in variants(a) if args.variant is None or v in args.variant or len(variants(a)) == 1]
+    if not pairs:
+        raise UserError(f"--variant {' '.join(args.variant)}: none of --arch {' '.join(args.arch)} has it")
+    return [(a, v, f, m) for a, v in pairs for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -88,29 +94,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
         tmp = Path(tmp_name)
         common = {"device": args.device, "threads": args.threads, "seed": args.seed}
         peaks = {}
-        for framework in dict.fromkeys(f for _, f, _ in configs):
+        for framework in dict.fromkeys(f for _, _, f, _ in configs):
             print(f"measuring {framework} float32 matmul peak on {args.device} ...", file=sys.stderr)
             peaks[framework] = run_worker({"job": "peak", "framework": framework, "arch": "vae_mlp", **common}, tmp)
-        for arch in dict.fromkeys(a for a, _, _ in configs):
-            batch_size = args.batch_size or HPARAMS[arch].batch_size
-            init = tmp / f"{arch}.safetensors"
-            write_initial_weights(arch, args.seed, init)
-            flops = count_step_flops(arch, batch_size, args.seed)
-            for a, framework, mode in configs:
-                if a != arch:
-                    continue
-                print(f"timing {arch} {mode} ...", file=sys.stderr)
-                cfg = {"job": "step", "framework": framework, "arch": arch, "mode": mode, "batch_size": batch_size,
-                       "steps": args.steps, "warmup": max(args.warmup, 1), "lr": HPARAMS[arch].lr, "init": str(init), **common}
+        for arch, variant in dict.fromkeys((a, v) for a, v, _, _ in configs):
+            hp = HPARAMS[arch][variant]
+            batch_size = hp.batch_size if getattr(hp, "batch_size_fixed", False) else args.batch_size or hp.batch_size
+            init = tmp / f"{arch}-{variant}.safetensors"
+            write_initial_weights(arch, variant, args.seed, init)
+            flops = count_step_flops(arch, variant, batch_size, args.steps, args.seed)
+            for framework, mode in [(f, m) for a, v, f, m in configs if (a, v) == (arch, variant)]:
+                print(f"timing {label(arch, variant)} {mode} ...", file=sys.stderr)
+                cfg = {"job": "step", "framework": framework, "arch": arch, "variant": variant, "mode": mode,
+                       "batch_size": batch_size, "steps": args.steps, "warmup": max(args.warmup, 1), "lr": hp.lr,
+                       "init": str(init), **common}
                 rows.append(make_row(cfg, run_worker(cfg, tmp), peaks[framework]["peak_gflops_per_s"], flops))
     flag_disagreements(rows)
     write_outputs(out, rows, args)
     return rows
 
 
-def make_row(cfg: dict, result: dict, peak: float, flops: int) -> dict:
+def make_row(cfg: dict, result: dict, peak: float, flops: float) -> dict:
     step_s = result["step_ms_median"] / 1e3
-    row = {k: cfg[k] for k in ("arch", "framework", "mode", "device", "batch_size", "threads")}
+    row = {k: cfg[k] for k in ("arch", "variant", "framework", "mode", "device", "batch_size", "threads")}
     row.update({k: result[k] for k in ("step_ms_median", "step_ms_p10", "step_ms_p90", "compile_s", "samples_per_s")})
     row.update({
         "flops_per_step": flops,
@@ -125,23 +131,46 @@ def make_row(cfg: dict, result: dict, peak: float, flops: int) -> dict:
 
 
 def flag_disagreements(rows: list[dict]) -> None:
-    """Mark rows whose final loss differs from the architecture's first row by more than 1e-4 relative."""
+    """Mark rows whose final loss differs from the first row of their (arch, variant) by more than 1e-4 relative."""
     reference = {}
     for row in rows:
-        ref = reference.setdefault(row["arch"], row["final_loss"])
+        ref = reference.setdefault((row["arch"], row["variant"]), row["final_loss"])
         row["final_loss_rel_diff"] = abs(row["final_loss"] - ref) / max(abs(ref), 1e-30)
         row["loss_agrees"] = row["final_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
 
 
+def row_label(row: dict) -> str:
+    return label(row["arch"], row["variant"])
+
+
 def jax_over_torch(rows: list[dict]) -> dict[str, float]:
-    """Per architecture: jax-jit step time / the best torch mode's step time (< 1: JAX faster)."""
+    """Per architecture and variant: jax-jit step time / the best torch mode's step time (< 1: JAX faster)."""
     ratios = {}
-    for arch in dict.fromkeys(r["arch"] for r in rows):
-        jax = [r["step_ms_median"] for r in rows if r["arch"] == arch and r["framework"] == "jax"]
-        torch = [r["step_ms_median"] for r in rows if r["arch"] == arch and r["framework"] == "torch"]
+    for name in dict.fromkeys(map(row_label, rows)):
+        jax = [r["step_ms_median"] for r in rows if row_label(r) == name and r["framework"] == "jax"]
+        torch = [r["step_ms_median"] for r in rows if row_label(r) == name and r["framework"] == "torch"]
         if jax and torch:
-            ratios[arch] = jax[0] / min(torch)
+            ratios[name] = jax[0] / min(torch)
     return ratios
+
+
+def batched_over_per_name(rows: list[dict]) -> dict[str, float]:
+    """Per framework: names per second of the batched RNN over the per-name loop, each in its best mode."""
+    speedups = {}
+    for framework in dict.fromkeys(r["framework"] for r in rows):
+        best = {
+            variant: max((r["samples_per_s"] for r in rows if (r["arch"], r["variant"], r["framework"]) == ("rnn", variant, framework)), default=None)
+            for variant in ("batched", "per-name")
+        }
+        if None not in best.values():
+            speedups[framework] = best["batched"] / best["per-name"]
+    return speedups
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    lines = [f"- {name}: jax-jit / best torch step time = {v:.2f}" for name, v in jax_over_torch(rows).items()]
+    lines += [f"- rnn, {fw}: batched / per-name names per second = {v:.0f}x (best mode of each)" for fw, v in batched_over_per_name(rows).items()]
+    return lines
 
 
 def format_table(rows: list[dict]) -> list[str]:
@@ -150,7 +179,7 @@ def format_table(rows: list[dict]) -> list[str]:
     for r in rows:
         flag = "" if r["loss_agrees"] else f" DISAGREES ({r['final_loss_rel_diff']:.1e})"
         lines.append("| " + " | ".join([
-            r["arch"], r["mode"], str(r["batch_size"]),
+            row_label(r), r["mode"], str(r["batch_size"]),
             f"{r['step_ms_median']:.3f} ({r['step_ms_p10']:.3f}-{r['step_ms_p90']:.3f})",
             f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}",
             f"{r['peak_gflops_per_s']:.0f}", f"{r['efficiency']:.2f}", f"{r['final_loss']:.6g}{flag}",
@@ -172,8 +201,7 @@ def machine_summary(rows: list[dict], args) -> list[str]:
 
 def write_outputs(out: Path, rows: list[dict], args) -> None:
     table = format_table(rows)
-    ratios = jax_over_torch(rows)
-    ratio_lines = [f"- {arch}: jax-jit / best torch step time = {v:.2f}" for arch, v in ratios.items()]
+    ratio_lines = summary_lines(rows)
     print("\n".join(table + [""] + ratio_lines + machine_summary(rows, args)))
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     md = ["# Step-time benchmark", ""] + machine_summary(rows, args) + [""] + table + [""] + ratio_lines
@@ -189,7 +217,7 @@ def plot(path: Path, rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"torch-eager": "#ee8866", "torch-compile": "#bb4422", "jax-jit": "#4477aa"}
-    labels = [f"{r['arch']}  {r['mode']}" for r in rows]
+    labels = [f"{row_label(r)}  {r['mode']}" for r in rows]
     medians = [r["step_ms_median"] for r in rows]
     errors = [[r["step_ms_median"] - r["step_ms_p10"] for r in rows], [r["step_ms_p90"] - r["step_ms_median"] for r in rows]]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))

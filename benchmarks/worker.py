@@ -1,7 +1,7 @@
 """One benchmark configuration, run in its own process by benchmarks/compare.py.
 
 Usage: python benchmarks/worker.py CONFIG_JSON RESULT_JSON
-CONFIG holds job ("step" or "peak"), framework, arch, mode, device,
+CONFIG holds job ("step" or "peak"), framework, arch, variant, mode, device,
 batch_size, steps, warmup, threads, init (weights file), seed.
 Threads are pinned before any framework is imported.
 """
@@ -48,11 +48,11 @@ def matmul_peak(cfg: dict, backend) -> dict:
 
         jitted = jax.jit(lambda m: m @ m)
         matmul = lambda _: jitted(a)  # noqa: E731
-    _, times, _ = timed(matmul, [None] * 13, backend, warmup=3)
+    _, times, _ = timed_calls(matmul, [None] * 13, backend, warmup=3)
     return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times)) / 1e9, "matmul_n": n}
 
 
-def timed(fn, inputs: list, backend, warmup: int) -> tuple[list[float], list[float], object]:
+def timed_calls(fn, inputs: list, backend, warmup: int) -> tuple[list[float], list[float], object]:
     """Seconds of fn(x) for each x in `inputs`, device synchronised around each call.
 
     Returns the warm-up calls' times, the other calls' times, and the last result.
@@ -67,19 +67,20 @@ def timed(fn, inputs: list, backend, warmup: int) -> tuple[list[float], list[flo
 
 
 def train_steps(cfg: dict, backend) -> dict:
-    """Time `steps` training steps after `warmup` steps; the warm-up steps' extra time is compile time."""
+    """Time the timed steps after the warm-up steps; the warm-up steps' extra time is compile time."""
     import numpy as np
 
-    from benchmarks.inputs import benchmark_batches
+    from benchmarks.inputs import benchmark_batches, benchmark_task
 
-    model = backend.init_model(cfg["seed"], Path(cfg["init"]))
+    task = benchmark_task(cfg["arch"], cfg["variant"])
+    model = backend.init_model(cfg["seed"], Path(cfg["init"]), **task.model_kwargs)
     optimizer = backend.make_optimizer(model, cfg["lr"])
-    step = backend.compile_step(model, optimizer, cfg["mode"])
-    numpy_batches = benchmark_batches(cfg["arch"], cfg["batch_size"], cfg["warmup"] + cfg["steps"], cfg["seed"])
-    batches = [tuple(map(backend.to_device, b)) for b in numpy_batches]  # data on the device before timing
+    step = backend.compile_step(model, optimizer, cfg["mode"], task.step_name)
+    warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["batch_size"], cfg["warmup"], cfg["steps"], cfg["seed"])
+    batches = [tuple(map(backend.to_device, b)) for b in warm + timed]  # data on the device before timing
     backend.sync([a for b in batches for a in b])
 
-    warmup, times, loss = timed(lambda batch: step(*batch), batches, backend, cfg["warmup"])
+    warmup, times, loss = timed_calls(lambda batch: step(*batch), batches, backend, len(warm))
     step_s = float(np.median(times))
     return {
         "step_ms_median": 1e3 * step_s,
@@ -87,6 +88,7 @@ def train_steps(cfg: dict, backend) -> dict:
         "step_ms_p90": 1e3 * float(np.percentile(times, 90)),
         # tracing and compiling (torch.compile may recompile on the second step): warm-up time beyond steady steps
         "compile_s": sum(max(t - step_s, 0.0) for t in warmup),
+        "warmup_steps": len(warm),
         "samples_per_s": cfg["batch_size"] / step_s,
         "final_loss": float(backend.to_numpy(loss)),
         "device_name": backend.device_name(),

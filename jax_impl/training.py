@@ -88,9 +88,9 @@ class Backend:
         self._jitted: dict[str, Any] = {}
         pin_float32_precision()
 
-    def init_model(self, seed: int, init: Path | None = None) -> nnx.Module:
+    def init_model(self, seed: int, init: Path | None = None, **model_kwargs) -> nnx.Module:
         with jax.default_device(self.device):
-            model = self.arch.init_model(seed)
+            model = self.arch.init_model(seed, **model_kwargs)
             if init is not None:
                 load_model(model, init)
         return model
@@ -99,8 +99,8 @@ class Backend:
         with jax.default_device(self.device):
             return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, mode: str = "jax-jit") -> CompiledStep:
-        return CompiledStep(self.arch.train_step, model, optimizer, mode)
+    def compile_step(self, model, optimizer, mode: str = "jax-jit", step_name: str = "train_step") -> CompiledStep:
+        return CompiledStep(getattr(self.arch, step_name), model, optimizer, mode)
 
     def to_device(self, array: np.ndarray) -> jax.Array:
         return jax.device_put(array, self.device)

@@ -38,3 +38,29 @@ def save_panels(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], ncol
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_confusion(path: str | Path, counts: np.ndarray, class_names: Sequence[str], title: str = "") -> None:
+    """A labelled confusion matrix (rows: true class, columns: predicted), each row normalised."""
+    counts = np.asarray(counts)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    size = 2.5 + 0.42 * n
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7 if n > 10 else 8,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0, fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"{title}\ntest accuracy {accuracy:.2%} ({counts.sum()} examples; colour: fraction of the row)", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

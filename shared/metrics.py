@@ -37,3 +37,18 @@ def neg_elbo(x: np.ndarray, logits: np.ndarray, mu: np.ndarray, logsigma: np.nda
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of examples whose largest logit is the label."""
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-softmax probability of the labels, in nats (log-sum-exp, float64)."""
+    logits = np.asarray(logits, np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=-1))
+    return float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[true, predicted] as int64."""
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
+    return counts

@@ -1,11 +1,12 @@
 """What each architecture trains on and how it is judged, framework-free.
 
-A task turns the dataset into the numpy arguments of the architecture's
-`train_step` (after model and optimizer), computes test metrics from what
-the model returns, and draws the pictures. The framework side supplies
-`predict(fn_name, *arrays)`: call the architecture module's function
-`fn_name(model, *arrays)` and return numpy arrays. Both frameworks therefore
-train on the same batches and noise and are judged by the same numpy code.
+A task loads its data, turns it into the numpy arguments of the
+architecture's training step (after model and optimizer), computes test
+metrics from what the model returns, and draws the pictures. The framework
+side supplies `predict(fn_name, *arrays)`: call the architecture module's
+function `fn_name(model, *arrays)` and return numpy arrays. Both frameworks
+therefore train on the same batches and noise and are judged by the same
+numpy code.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from typing import Callable
 
 import numpy as np
 
-from shared.data import Mnist, binarize
-from shared.hparams import EVAL_NOISE_SEED, VAE_MLP
-from shared.metrics import neg_elbo
+from shared.data import Mnist, binarize, load_mnist
+from shared.errors import UserError
+from shared.hparams import EVAL_NOISE_SEED, hparams, variants
+from shared.metrics import confusion_matrix, cross_entropy, neg_elbo
 
 Predict = Callable[..., dict[str, np.ndarray]]
 EVAL_BATCH = 500
+LENGTH_BUCKET = 8  # RNN batches are padded to a multiple of this many letters
 
 
 def _concat(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -32,16 +35,48 @@ def predict_in_batches(predict: Predict, fn_name: str, *arrays: np.ndarray) -> d
     return _concat([predict(fn_name, *(a[s : s + EVAL_BATCH] for a in arrays)) for s in range(0, n, EVAL_BATCH)])
 
 
-class VaeMlpTask:
+class Task:
+    """Common interface; see the subclasses."""
+
+    arch: str
+    step_name = "train_step"  # the architecture module's function the training loop runs
+    fixed_batch_size: int | None = None  # set when the variant defines its batch size
+    n_train: int
+    source: str  # where the data came from, for the metrics file
+
+    def __init__(self, variant: str | None = None):
+        self.variant = variant or variants(self.arch)[0]
+        self.hp = hparams(self.arch, self.variant)
+        self.model_kwargs: dict = {}  # data-dependent model arguments (the RNN's number of classes)
+        if getattr(self.hp, "batch_size_fixed", False):
+            self.fixed_batch_size = self.hp.batch_size
+
+    @classmethod
+    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> "Task":
+        """The task on the embedded data, or on the folders the user named."""
+        return cls(load_mnist(data_dir, test_dir), variant)
+
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def evaluate(self, predict: Predict) -> dict[str, float]:
+        raise NotImplementedError
+
+    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+        raise NotImplementedError
+
+
+class VaeMlpTask(Task):
     """Flux-style MLP VAE on binarised MNIST; judged by the test negative ELBO in nats."""
 
     arch = "vae_mlp"
-    hp = VAE_MLP
 
-    def __init__(self, data: Mnist):
+    def __init__(self, data: Mnist, variant: str | None = None):
+        super().__init__(variant)
         self.train_x = binarize(data.train_x)
         self.test_x = binarize(data.test_x)
         self.n_train = len(self.train_x)
+        self.source = data.source
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """(x, eps) for train_step: binary images and the reparameterisation noise."""
@@ -80,4 +115,118 @@ class VaeMlpTask:
         return [out_dir / "samples.png", out_dir / "reconstructions.png"]
 
 
-TASKS = {"vae_mlp": VaeMlpTask}
+class ClassifierTask(Task):
+    """A classifier judged by accuracy; the subclasses say what an example is.
+
+    evaluate() runs the model in eval mode over the training and the test set:
+    train_accuracy, test_loss (mean cross-entropy, nats) and test_accuracy.
+    """
+
+    class_names: list[str]
+
+    def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """(the arguments of eval_outputs for the whole split, its labels)."""
+        raise NotImplementedError
+
+    def logits(self, predict: Predict, split: str) -> tuple[np.ndarray, np.ndarray]:
+        arrays, labels = self.eval_arrays(split)
+        return predict_in_batches(predict, "eval_outputs", *arrays)["logits"], labels
+
+    def evaluate(self, predict: Predict) -> dict[str, float]:
+        train_logits, train_y = self.logits(predict, "train")
+        test_logits, test_y = self.logits(predict, "test")
+        return {
+            "train_accuracy": float(np.mean(train_logits.argmax(-1) == train_y)),
+            "test_loss": cross_entropy(test_logits, test_y),
+            "test_accuracy": float(np.mean(test_logits.argmax(-1) == test_y)),
+        }
+
+    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+        from shared.images import save_confusion  # matplotlib only when pictures are drawn
+
+        logits, labels = self.logits(predict, "test")
+        counts = confusion_matrix(labels, logits.argmax(-1), len(self.class_names))
+        save_confusion(out_dir / "confusion.png", counts, self.class_names, title)
+        return [out_dir / "confusion.png"]
+
+
+class MnistClassifierTask(ClassifierTask):
+    """Digit classification on MNIST images in [0, 1]."""
+
+    class_names = [str(d) for d in range(10)]
+
+    def __init__(self, data: Mnist, variant: str | None = None):
+        super().__init__(variant)
+        self.data = data
+        self.n_train = len(data.train_x)
+        self.source = data.source
+
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x, y) for train_step: images (B, 784) and integer labels."""
+        return self.data.train_x[idx], self.data.train_y[idx]
+
+    def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        if split == "train":
+            return (self.data.train_x,), self.data.train_y
+        return (self.data.test_x,), self.data.test_y
+
+
+class MlpTask(MnistClassifierTask):
+    arch = "mlp"
+
+
+class CnnTask(MnistClassifierTask):
+    arch = "cnn"
+
+
+class RnnTask(ClassifierTask):
+    """Surname -> language with the character-level RNN, in its batched or per-name form.
+
+    The batched form gets one-hot names zero-padded to a common length, with
+    their lengths; the per-name form gets one name, unpadded. Evaluation
+    always runs the batched form (a test shows the two forms agree).
+    """
+
+    arch = "rnn"
+
+    def __init__(self, names, variant: str | None = None):
+        super().__init__(variant)
+        self.names = names
+        self.source = names.source
+        self.class_names = names.classes
+        self.n_train = len(names.train_names)
+        self.length = names.max_length
+        self.model_kwargs = {"n_classes": len(names.classes)}
+        if self.variant == "per-name":
+            self.step_name = "train_step_per_name"
+
+    @classmethod
+    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> "RnnTask":
+        from shared.names import load_names
+
+        if test_dir is not None:
+            raise UserError("--test-dir: rnn takes its test split from the names data (--data-dir), not from MNIST files")
+        return cls(load_names(data_dir), variant)
+
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """batched: (chars (B, T, 57), lengths (B,), y (B,)); per-name: (chars (L, 57), y (1,))."""
+        from shared.names import one_hot_batch, one_hot_name
+
+        names = [self.names.train_names[i] for i in idx]
+        if self.variant == "per-name":
+            return one_hot_name(names[0]), self.names.train_y[idx]
+        # Padded to the batch's longest name rounded up to a multiple of LENGTH_BUCKET:
+        # few distinct shapes to compile, few wasted time steps.
+        length = -(-max(map(len, names)) // LENGTH_BUCKET) * LENGTH_BUCKET
+        return (*one_hot_batch(names, length), self.names.train_y[idx])
+
+    def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        from shared.names import one_hot_batch
+
+        names, labels = (
+            (self.names.train_names, self.names.train_y) if split == "train" else (self.names.test_names, self.names.test_y)
+        )
+        return one_hot_batch(names, self.length), labels
+
+
+TASKS: dict[str, type[Task]] = {"vae_mlp": VaeMlpTask, "mlp": MlpTask, "cnn": CnnTask, "rnn": RnnTask}

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from shared.data import batch_indices, load_mnist, num_batches
+from shared.data import batch_indices, num_batches
 from shared.errors import UserError
+from shared.hparams import HPARAMS, label, variants
 from shared.tasks import TASKS
 
 
@@ -57,14 +58,16 @@ def positive_float(text: str) -> float:
 def build_parser(framework: str) -> ArgumentParser:
     p = ArgumentParser(
         prog=f"python -m {framework}_impl.train",
-        description=f"Train an architecture in {framework} on MNIST (embedded 5k subset by default).",
+        description=f"Train an architecture in {framework}: MNIST (embedded 5k subset by default), or names for rnn.",
     )
     p.add_argument("arch", choices=sorted(TASKS), help="architecture to train")
+    choices = "; ".join(f"{a}: {', '.join(v)}" for a, v in HPARAMS.items() if len(v) > 1)
+    p.add_argument("--variant", help=f"the architecture's variant, the first by default ({choices})")
     p.add_argument("--epochs", type=non_negative_int, help="epochs (default: the architecture's); 0 only evaluates")
     p.add_argument("--batch-size", type=positive_int, help="minibatch size (default: the architecture's)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the architecture's)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights, batch order and noise")
-    p.add_argument("--data-dir", type=Path, help="folder of MNIST IDX files (train-*, t10k-*; MNIST/raw layout too)")
+    p.add_argument("--data-dir", type=Path, help="folder of MNIST IDX files (train-*, t10k-*; MNIST/raw layout too); for rnn, of Language.txt files")
     p.add_argument("--test-dir", type=Path, help="folder whose t10k-* IDX files replace the test split")
     p.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from this safetensors file")
     p.add_argument("--out", type=Path, help="output folder (default: runs/ARCH-FRAMEWORK)")
@@ -93,31 +96,35 @@ def prepare_out_dir(out: Path) -> Path:
 
 def train_main(argv: list[str] | None, backend_cls) -> dict:
     args = build_parser(backend_cls.framework).parse_args(argv)
-    data = load_mnist(args.data_dir, args.test_dir)
-    task = TASKS[args.arch](data)
+    if args.variant is not None and args.variant not in variants(args.arch):
+        raise UserError(f"--variant {args.variant}: {args.arch} has {', '.join(variants(args.arch))}")
+    task = TASKS[args.arch].load(args.variant, args.data_dir, args.test_dir)
     hp = task.hp
     epochs = hp.epochs if args.epochs is None else args.epochs
     batch_size = args.batch_size or hp.batch_size
+    if task.fixed_batch_size and batch_size != task.fixed_batch_size:
+        raise UserError(f"--batch-size {batch_size}: {args.arch} --variant {task.variant} takes {task.fixed_batch_size} example per step")
     lr = args.lr or hp.lr
     if epochs and num_batches(task.n_train, batch_size) == 0:
         raise UserError(f"--batch-size {batch_size} is larger than the {task.n_train} training examples")
-    out = prepare_out_dir(args.out or Path("runs") / f"{args.arch}-{backend_cls.framework}")
+    run_name = label(args.arch, task.variant).replace("/", "-")
+    out = prepare_out_dir(args.out or Path("runs") / f"{run_name}-{backend_cls.framework}")
 
     backend = backend_cls(args.arch, args.device)
-    model = backend.init_model(args.seed, args.init)
+    model = backend.init_model(args.seed, args.init, **task.model_kwargs)
     predict = partial(backend.predict, model)
     config = {
-        "arch": args.arch, "framework": backend.framework, "device": backend.device_name(),
+        "arch": args.arch, "variant": task.variant, "framework": backend.framework, "device": backend.device_name(),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": args.seed,
-        "data": data.source, "init": str(args.init) if args.init else None,
+        "data": task.source, "init": str(args.init) if args.init else None,
         "versions": backend.versions(),
     }
-    print(f"{args.arch} in {backend.framework} on {config['device']}: {config['data']}", file=sys.stderr)
+    print(f"{label(args.arch, task.variant)} in {backend.framework} on {config['device']}: {config['data']}", file=sys.stderr)
 
     history = []
     if epochs:
         optimizer = backend.make_optimizer(model, lr)
-        step = backend.compile_step(model, optimizer)
+        step = backend.compile_step(model, optimizer, step_name=task.step_name)
         steps_per_epoch = num_batches(task.n_train, batch_size)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
@@ -133,7 +140,7 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
         print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
 
     backend.save_model(model, out / "weights.safetensors")
-    pictures = task.save_pictures(out, predict, f"{args.arch}, {backend.framework}, {epochs} epochs")
+    pictures = task.save_pictures(out, predict, f"{label(args.arch, task.variant)}, {backend.framework}, {epochs} epochs")
     metrics = {"config": config, "epochs": history, "final": final}
     write_json(out / "metrics.json", metrics)
     print(f"wrote {out / 'metrics.json'}, {out / 'weights.safetensors'}, " + ", ".join(str(p) for p in pictures))

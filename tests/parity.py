@@ -13,10 +13,10 @@ from torch_impl import weights as torch_weights
 DIRECTIONS = ["torch->jax", "jax->torch"]
 
 
-def paired_models(torch_arch, jax_arch, direction: str, seed: int = 0):
+def paired_models(torch_arch, jax_arch, direction: str, seed: int = 0, **model_kwargs):
     """A torch model and a JAX model holding the same weights, initialised on the `direction`'s source side."""
-    torch_model = torch_arch.init_model(seed)
-    jax_model = jax_arch.init_model(seed + 1)  # different weights until converted
+    torch_model = torch_arch.init_model(seed, **model_kwargs)
+    jax_model = jax_arch.init_model(seed + 1, **model_kwargs)  # different weights until converted
     if direction == "torch->jax":
         jax_weights.load_state_dict(jax_model, torch_weights.state_dict_from_model(torch_model))
     else:

@@ -46,7 +46,14 @@ class CompiledStep:
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager"):
         if mode not in MODES:
             raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)}")
-        self.fn = torch.compile(step_fn) if mode == "torch-compile" else step_fn
+        if mode == "torch-compile":
+            # One graph per input shape, never a dynamic-shape graph: the per-name
+            # RNN step sees one shape per name length (up to ~20), more than the
+            # default limit of 8 recompilations, after which torch would run eager.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self.fn = torch.compile(step_fn, dynamic=False)
+        else:
+            self.fn = step_fn
         self.model, self.optimizer = model, optimizer
         model.train()
 
@@ -67,8 +74,8 @@ class Backend:
         self.device = select_device(device)
         pin_float32_precision()
 
-    def init_model(self, seed: int, init: Path | None = None) -> torch.nn.Module:
-        model = self.arch.init_model(seed).to(self.device)
+    def init_model(self, seed: int, init: Path | None = None, **model_kwargs) -> torch.nn.Module:
+        model = self.arch.init_model(seed, **model_kwargs).to(self.device)
         if init is not None:
             load_model(model, init)
         return model
@@ -76,8 +83,8 @@ class Backend:
     def make_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, mode: str = "torch-eager") -> CompiledStep:
-        return CompiledStep(self.arch.train_step, model, optimizer, mode)
+    def compile_step(self, model, optimizer, mode: str = "torch-eager", step_name: str = "train_step") -> CompiledStep:
+        return CompiledStep(getattr(self.arch, step_name), model, optimizer, mode)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
