@@ -1,14 +1,16 @@
-"""Flax NNX layers initialised like their torch.nn counterparts.
+"""Flax NNX layers initialised, and computing, like their torch.nn counterparts.
 
 Flax's defaults (LeCun-normal kernels, zero biases) differ from PyTorch's;
 using torch's scheme in both trees means a model trained from scratch in
-either framework starts from the same distribution of weights.
+either framework starts from the same distribution of weights. BatchNorm
+is written here because nnx.BatchNorm's running variance is not torch's.
 """
 from __future__ import annotations
 
 import math
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -32,3 +34,91 @@ def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: boo
         bias_init=torch_uniform(bound),
         rngs=rngs,
     )
+
+
+def conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    rngs: nnx.Rngs,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+) -> nnx.Conv:
+    """A 2-d nnx.Conv (NHWC) with torch.nn.Conv2d's arguments and init.
+
+    Weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in =
+    in_channels * kernel_size**2 (torch's kaiming_uniform(a=sqrt(5)) works out
+    to this bound). The padding is explicit, `padding` zeros on every side as
+    in torch, never flax's default 'SAME'; and the kernel size is a pair: an
+    int alone would make nnx.Conv one-dimensional.
+    """
+    bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        use_bias=use_bias,
+        kernel_init=torch_uniform(bound),
+        bias_init=torch_uniform(bound),
+        rngs=rngs,
+    )
+
+
+class BatchNorm(nnx.Module):
+    """Batch normalisation over the last (feature) axis computing what torch's BatchNorm1d/2d compute.
+
+    Train mode normalises with the batch mean and the biased batch variance
+    and updates the running statistics the torch way:
+        running = (1 - momentum) * running + momentum * batch_statistic,
+    with the *unbiased* batch variance (times n / (n - 1)) entering
+    running_var, and counts the batches in `num_batches_tracked`. Eval mode
+    normalises with the running statistics.
+
+    Why not nnx.BatchNorm: it puts the biased variance into its running
+    average and has no batch counter, so its eval-mode outputs (and the
+    running_var a weight file carries) would drift from torch's; its momentum
+    is also the complement of torch's (flax 0.9 = torch 0.1).
+
+    Like nnx.BatchNorm it switches mode through `use_running_average`, which
+    `model.train()` / `model.eval()` (and `nnx.view`) set on every module that
+    has the attribute. Its state is nnx.BatchStat, so nnx.value_and_grad,
+    nnx.jit and jax_impl.training.CompiledStep carry the updated statistics out
+    of a training step, and nnx.Optimizer(wrt=nnx.Param) never touches them.
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, use_running_average: bool = False):
+        self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.use_running_average = use_running_average
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        axes = tuple(range(x.ndim - 1))  # all but the features: batch (and height, width)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            mean = x.mean(axes)
+            var = jnp.square(x - mean).mean(axes)  # biased (divides by n), as torch normalises
+            n = x.size // x.shape[-1]
+            if n < 2:  # torch refuses too: no variance from one value
+                raise ValueError(f"BatchNorm in train mode needs more than 1 value per channel, got input of shape {x.shape}")
+            m = self.momentum
+            unbiased = var * (n / (n - 1))
+            self.mean[...] = jax.lax.stop_gradient((1 - m) * self.mean[...] + m * mean)
+            self.var[...] = jax.lax.stop_gradient((1 - m) * self.var[...] + m * unbiased)
+            self.num_batches_tracked[...] += 1
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+
+    def set_view(self, use_running_average: bool | None = None):
+        """What nnx.view(model, use_running_average=...) calls, as on nnx.BatchNorm."""
+        if use_running_average is not None:
+            self.use_running_average = use_running_average

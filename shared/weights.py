@@ -1,7 +1,7 @@
 """Weight files: safetensors holding PyTorch state_dict names and layouts.
 
 Both frameworks read and write this one format; the JAX side converts
-layouts explicitly (jax_impl/convert.py). Files are written atomically and
+layouts explicitly (jax_impl/weights.py). Files are written atomically and
 read without pickle.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ def save_weights(path: str | Path, state_dict: Mapping[str, np.ndarray], metadat
     """Write a safetensors file atomically (temporary file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
+    # reshape: np.ascontiguousarray turns a 0-d array (BatchNorm's num_batches_tracked) into shape (1,)
+    arrays = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in state_dict.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -54,7 +55,7 @@ def load_weights(path: str | Path) -> StateDict:
         raise WeightsError(f"{path}: holds a tensor type numpy cannot read ({e}); expected float32") from None
     for key, value in state_dict.items():
         if value.dtype.kind not in "fiub":  # bfloat16 reads as a void type once ml_dtypes is imported
-            raise WeightsError(f"{path}: key '{key}' has dtype {value.dtype}, expected float32")
+            raise WeightsError(f"{path}: key '{key}' has dtype {value.dtype}, expected float32 (or int64 for a counter)")
     return state_dict
 
 

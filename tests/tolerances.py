@@ -46,3 +46,41 @@ TRAJECTORY_LOSS_RTOL = 1e-5
 # (the issue asks for 1e-4 relative; the metric itself is computed in numpy
 # float64 from float32 model outputs).
 CROSS_FRAMEWORK_METRIC_RTOL = 1e-4
+
+# --- BatchNorm CNN (tests/test_parity_cnn.py) ---------------------------------
+# Gradients of the CNN's convolutional blocks (conv1, bn1, conv2, bn2, conv3,
+# bn3), relative to the gradient's largest entry. Their BatchNorms average
+# over batch x height x width (78,400 values per channel in bn1 and bn2 at
+# batch 100), and the gradient flowing back through them, and then through
+# each convolution's weight gradient, is a sum of as many nearly cancelling
+# terms (a BatchNorm removes the batch mean from the gradient it passes on).
+# Measured against a float64 torch computation on 4 batches x 2 seeds x 2
+# directions: torch float32 is off by up to 1.0e-4, JAX float32 by up to
+# 1.9e-4 (conv2.weight), and the two differ by up to 2.3e-4 (conv1.weight).
+# The fully connected part (fc1, bn4, out) is held to GRAD_RTOL.
+BATCHNORM_CONV_GRAD_RTOL = 1e-3
+
+# 10 Adam steps of the CNN in float32 cannot be reproduced to the TRAJECTORY_*
+# tolerances above by any two implementations, torch included: torch float32
+# and torch float64 (the same code) end up to 5.0e-4 apart in the loss, 2.5%
+# of the parameters' displacement and 2.0e-2 (relative to the largest entry)
+# in the running statistics (4 seeds x 2 directions). Adam divides each
+# gradient entry by its own running magnitude, so the 1e-4 rounding of the
+# convolution gradients (above) becomes an O(lr) difference in the small
+# entries, and it compounds from step to step. JAX vs torch measured the same
+# way: up to 6.1e-4, 1.6% and 1.7e-2. Hence: the first steps, before the
+# drift has grown, keep TRAJECTORY_LOSS_RTOL (3 to 7 steps held it; we check
+# 3); all 10 get the bounds below, about 3x the worst measured; and the same
+# 10 steps run in float64 in both frameworks must agree to
+# TRAJECTORY_FLOAT64_RTOL, which shows the float32 drift is rounding and not
+# a difference in what the two steps compute.
+BATCHNORM_TRAJECTORY_STRICT_STEPS = 3
+BATCHNORM_TRAJECTORY_LOSS_RTOL = 2e-3
+BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL = 5e-2  # |params_jax - params_torch| / |params_torch - start|, L2 over all
+BATCHNORM_TRAJECTORY_STATS_RTOL = 5e-2  # per running statistic, relative to its largest entry
+
+# The CNN's 10 Adam steps in float64 (both frameworks), relative to the
+# largest entry of each compared quantity: measured 1e-13 on the losses and
+# 2e-9 on the parameters (Adam's division by tiny gradients again, at float64
+# rounding).
+TRAJECTORY_FLOAT64_RTOL = 1e-7
