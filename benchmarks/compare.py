@@ -33,7 +33,7 @@ LOSS_AGREEMENT_RTOL = 1e-4
 WORKER = Path(__file__).resolve().with_name("worker.py")
 COLUMNS = [
     "arch", "variant", "framework", "mode", "device", "batch_size", "threads", "step_ms_median", "step_ms_p10", "step_ms_p90",
-    "compile_s", "samples_per_s", "flops_per_step", "gflops_per_s", "peak_gflops_per_s", "efficiency", "final_loss",
+    "compile_s", "samples_per_s", "flops_per_step", "gflops_per_s", "peak_gflops_per_s", "efficiency", "first_loss", "final_loss",
 ]
 
 
@@ -117,12 +117,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def make_row(cfg: dict, result: dict, peak: float, flops: float) -> dict:
     step_s = result["step_ms_median"] / 1e3
     row = {k: cfg[k] for k in ("arch", "variant", "framework", "mode", "device", "batch_size", "threads")}
-    row.update({k: result[k] for k in ("step_ms_median", "step_ms_p10", "step_ms_p90", "compile_s", "samples_per_s")})
+    row.update({k: result[k] for k in ("step_ms_median", "step_ms_p10", "step_ms_p90", "compile_s", "warmup_steps", "samples_per_s")})
     row.update({
         "flops_per_step": flops,
         "gflops_per_s": flops / step_s / 1e9,
         "peak_gflops_per_s": peak,
         "efficiency": flops / (peak * 1e9 * step_s),
+        "first_loss": result["first_loss"],
         "final_loss": result["final_loss"],
         "device_name": result["device_name"],
         "versions": result["versions"],
@@ -131,12 +132,20 @@ def make_row(cfg: dict, result: dict, peak: float, flops: float) -> dict:
 
 
 def flag_disagreements(rows: list[dict]) -> None:
-    """Mark rows whose final loss differs from the first row of their (arch, variant) by more than 1e-4 relative."""
+    """Compare each row with the first row of its (arch, variant).
+
+    The loss of the first step (same weights, same batch) must agree to
+    LOSS_AGREEMENT_RTOL, or the row is flagged: it did not compute the same
+    thing. The final loss's relative difference is reported too: float32
+    rounding differences grow over the steps, slowly for smooth models, fast
+    for ReLU networks under Adam at a high learning rate (tests/tolerances.py).
+    """
     reference = {}
     for row in rows:
-        ref = reference.setdefault((row["arch"], row["variant"]), row["final_loss"])
-        row["final_loss_rel_diff"] = abs(row["final_loss"] - ref) / max(abs(ref), 1e-30)
-        row["loss_agrees"] = row["final_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
+        ref = reference.setdefault((row["arch"], row["variant"]), row)
+        row["first_loss_rel_diff"] = abs(row["first_loss"] - ref["first_loss"]) / max(abs(ref["first_loss"]), 1e-30)
+        row["final_loss_rel_diff"] = abs(row["final_loss"] - ref["final_loss"]) / max(abs(ref["final_loss"]), 1e-30)
+        row["loss_agrees"] = row["first_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
 
 
 def row_label(row: dict) -> str:
@@ -174,15 +183,16 @@ def summary_lines(rows: list[dict]) -> list[str]:
 
 
 def format_table(rows: list[dict]) -> list[str]:
-    header = ["arch", "mode", "batch", "step ms (p10-p90)", "compile s", "samples/s", "GFLOP/s", "peak", "efficiency", "final loss"]
+    header = ["arch", "mode", "batch", "step ms (p10-p90)", "compile s", "samples/s", "GFLOP/s", "peak", "efficiency", "final loss (rel. diff)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        flag = "" if r["loss_agrees"] else f" DISAGREES ({r['final_loss_rel_diff']:.1e})"
+        flag = "" if r["loss_agrees"] else f" DISAGREES (first step {r['first_loss_rel_diff']:.1e})"
+        drift = f" ({r['final_loss_rel_diff']:.0e})" if r["final_loss_rel_diff"] > LOSS_AGREEMENT_RTOL else ""
         lines.append("| " + " | ".join([
             row_label(r), r["mode"], str(r["batch_size"]),
             f"{r['step_ms_median']:.3f} ({r['step_ms_p10']:.3f}-{r['step_ms_p90']:.3f})",
             f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}",
-            f"{r['peak_gflops_per_s']:.0f}", f"{r['efficiency']:.2f}", f"{r['final_loss']:.6g}{flag}",
+            f"{r['peak_gflops_per_s']:.0f}", f"{r['efficiency']:.2f}", f"{r['final_loss']:.6g}{drift}{flag}",
         ]) + " |")
     return lines
 

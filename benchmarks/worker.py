@@ -48,22 +48,22 @@ def matmul_peak(cfg: dict, backend) -> dict:
 
         jitted = jax.jit(lambda m: m @ m)
         matmul = lambda _: jitted(a)  # noqa: E731
-    _, times, _ = timed_calls(matmul, [None] * 13, backend, warmup=3)
+    _, times, _, _ = timed_calls(matmul, [None] * 13, backend, warmup=3)
     return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times)) / 1e9, "matmul_n": n}
 
 
-def timed_calls(fn, inputs: list, backend, warmup: int) -> tuple[list[float], list[float], object]:
+def timed_calls(fn, inputs: list, backend, warmup: int) -> tuple[list[float], list[float], object, object]:
     """Seconds of fn(x) for each x in `inputs`, device synchronised around each call.
 
-    Returns the warm-up calls' times, the other calls' times, and the last result.
+    Returns the warm-up calls' times, the other calls' times, the first result and the last.
     """
-    times = []
+    times, results = [], []
     for x in inputs:
         start = time.perf_counter()
-        result = fn(x)
-        backend.sync(result)
+        results.append(fn(x))
+        backend.sync(results[-1])
         times.append(time.perf_counter() - start)
-    return times[:warmup], times[warmup:], result
+    return times[:warmup], times[warmup:], results[0], results[-1]
 
 
 def train_steps(cfg: dict, backend) -> dict:
@@ -80,7 +80,7 @@ def train_steps(cfg: dict, backend) -> dict:
     batches = [tuple(map(backend.to_device, b)) for b in warm + timed]  # data on the device before timing
     backend.sync([a for b in batches for a in b])
 
-    warmup, times, loss = timed_calls(lambda batch: step(*batch), batches, backend, len(warm))
+    warmup, times, first_loss, loss = timed_calls(lambda batch: step(*batch), batches, backend, len(warm))
     step_s = float(np.median(times))
     return {
         "step_ms_median": 1e3 * step_s,
@@ -90,6 +90,7 @@ def train_steps(cfg: dict, backend) -> dict:
         "compile_s": sum(max(t - step_s, 0.0) for t in warmup),
         "warmup_steps": len(warm),
         "samples_per_s": cfg["batch_size"] / step_s,
+        "first_loss": float(backend.to_numpy(first_loss)),
         "final_loss": float(backend.to_numpy(loss)),
         "device_name": backend.device_name(),
         "versions": backend.versions(),

@@ -13,7 +13,7 @@ import jax
 import optax
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, conv, linear
+from jax_impl.layers import BatchNorm, conv, linear, max_pool2
 from shared.hparams import CNN as HP
 
 
@@ -35,9 +35,9 @@ class CNN(nnx.Module):
         x = x.reshape(-1, 28, 28, 1)  # NHWC, flax's layout
         x = jax.nn.relu(self.bn1(self.conv1(x)))
         x = jax.nn.relu(self.bn2(self.conv2(x)))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool2(x)
         x = jax.nn.relu(self.bn3(self.conv3(x)))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool2(x)
         # NHWC -> NCHW before flattening, so that fc1 sees its inputs in torch's
         # (C, H, W) order: then fc1's weight converts as a plain transpose and
         # one weight file serves both frameworks.

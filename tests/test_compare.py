@@ -88,3 +88,46 @@ def test_gpu_without_a_gpu_is_a_one_line_error(tmp_path):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: torch matmul peak on gpu: --device gpu: torch sees no CUDA device"
+
+
+@pytest.fixture(scope="module")
+def classifier_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-classifiers")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", "--arch", "mlp", "rnn", "--mode", "torch-eager", "jax-jit",
+         "--steps", "12", "--warmup", "1", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "results.json").read_text()), proc.stdout
+
+
+def test_classifier_rows_cover_both_rnn_forms(classifier_results):
+    rows, stdout = classifier_results
+    assert [(r["arch"], r["variant"], r["mode"]) for r in rows] == [
+        (arch, variant, mode)
+        for arch, variant in [("mlp", "default"), ("rnn", "batched"), ("rnn", "per-name")]
+        for mode in ("torch-eager", "jax-jit")
+    ]
+    assert all(r["loss_agrees"] for r in rows), [(r["arch"], r["first_loss_rel_diff"]) for r in rows]
+    per_name = [r for r in rows if r["variant"] == "per-name"]
+    assert {r["batch_size"] for r in per_name} == {1}
+    assert "rnn, torch: batched / per-name names per second" in stdout and "| rnn/per-name | jax-jit | 1 |" in stdout
+
+
+def test_mlp_flops_are_the_analytic_count(classifier_results):
+    rows, _ = classifier_results
+    macs = 784 * 500 + 500 * 200 + 200 * 100 + 100 * 10  # forward multiply-adds per image
+    expected = 1000 * 2 * (2 * macs + (macs - 784 * 500))  # forward, weight gradients, input gradients but the first layer's
+    assert {r["flops_per_step"] for r in rows if r["arch"] == "mlp"} == {expected}
+
+
+def test_per_name_warm_up_compiles_every_name_length(classifier_results):
+    """No timed step may compile: the warm-up holds one name of every length among the timed names."""
+    from benchmarks.inputs import benchmark_batches
+
+    warm, timed = benchmark_batches("rnn", "per-name", 1, 1, 12, 0)
+    lengths = {len(chars) for chars, _ in timed}
+    assert len(lengths) > 1 and lengths <= {len(chars) for chars, _ in warm}
+    rows, _ = classifier_results
+    assert {r["warmup_steps"] for r in rows if r["variant"] == "per-name"} == {len(warm)}
