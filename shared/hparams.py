@@ -67,7 +67,9 @@ VAE_MLP = VaeMlpHparams()
 MLP = MlpHparams()
 CNN = CnnHparams()
 RNN_PER_NAME = RnnHparams()
-RNN_BATCHED = RnnHparams(lr=0.1, batch_size=64, batch_size_fixed=False, epochs=20)
+# lr 0.1 learns the classic names faster but overflows on the embedded ones (up to 40
+# letters: the hidden update is linear, so a recurrent weight above 1 grows like w^40).
+RNN_BATCHED = RnnHparams(lr=0.05, batch_size=64, batch_size_fixed=False, epochs=20)
 
 # Fixed seed of the numpy noise used for test metrics that need noise (the
 # test negative ELBO): a model evaluated in either framework sees the same eps.

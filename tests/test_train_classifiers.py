@@ -101,3 +101,13 @@ def test_cnn_default_training_reaches_96_percent(framework, tmp_path):
     metrics = TRAIN[framework](["cnn", "--out", str(tmp_path)])
     assert metrics["final"]["test_accuracy"] >= 0.96
     assert (tmp_path / "confusion.png").read_bytes()[:8] == PNG
+
+
+def test_rnn_learns_the_embedded_names(tmp_path):
+    """The Faker-built default (17 classes, names up to 40 letters) trains without overflowing."""
+    metrics = jax_train(["rnn", "--epochs", "4", "--out", str(tmp_path)])
+    names = load_names()
+    majority = np.bincount(names.test_y).max() / len(names.test_y)
+    losses = [e["train_loss"] for e in metrics["epochs"]]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert metrics["final"]["test_accuracy"] > majority + 0.15
