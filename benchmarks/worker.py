@@ -70,10 +70,10 @@ def train_steps(cfg: dict, backend) -> dict:
     """Time the timed steps after the warm-up steps; the warm-up steps' extra time is compile time."""
     import numpy as np
 
-    from benchmarks.inputs import benchmark_batches, benchmark_task
+    from benchmarks.inputs import benchmark_batches, benchmark_task, model_kwargs
 
     task = benchmark_task(cfg["arch"], cfg["variant"])
-    model = backend.init_model(cfg["seed"], Path(cfg["init"]), **task.model_kwargs)
+    model = backend.init_model(cfg["seed"], Path(cfg["init"]), **model_kwargs(cfg["arch"], cfg["variant"]))
     optimizer = backend.make_optimizer(model, cfg["lr"])
     step = backend.compile_step(model, optimizer, cfg["mode"], task.step_name)
     warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["batch_size"], cfg["warmup"], cfg["steps"], cfg["seed"])
