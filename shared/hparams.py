@@ -68,7 +68,8 @@ MLP = MlpHparams()
 CNN = CnnHparams()
 RNN_PER_NAME = RnnHparams()
 # lr 0.1 learns the classic names faster but overflows on the embedded ones (up to 40
-# letters: the hidden update is linear, so a recurrent weight above 1 grows like w^40).
+# letters: the hidden update is linear, so an eigenvalue of the recurrent matrix above 1
+# grows like its 40th power).
 RNN_BATCHED = RnnHparams(lr=0.05, batch_size=64, batch_size_fixed=False, epochs=20)
 
 # Fixed seed of the numpy noise used for test metrics that need noise (the

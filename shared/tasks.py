@@ -19,6 +19,7 @@ from shared.data import Mnist, binarize, load_mnist
 from shared.errors import UserError
 from shared.hparams import EVAL_NOISE_SEED, hparams, variants
 from shared.metrics import confusion_matrix, cross_entropy, neg_elbo
+from shared.names import Names, load_names, one_hot_batch, one_hot_name
 
 Predict = Callable[..., dict[str, np.ndarray]]
 EVAL_BATCH = 500
@@ -189,7 +190,7 @@ class RnnTask(ClassifierTask):
 
     arch = "rnn"
 
-    def __init__(self, names, variant: str | None = None):
+    def __init__(self, names: Names, variant: str | None = None):
         super().__init__(variant)
         self.names = names
         self.source = names.source
@@ -202,16 +203,12 @@ class RnnTask(ClassifierTask):
 
     @classmethod
     def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> "RnnTask":
-        from shared.names import load_names
-
         if test_dir is not None:
             raise UserError("--test-dir: rnn takes its test split from the names data (--data-dir), not from MNIST files")
         return cls(load_names(data_dir), variant)
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """batched: (chars (B, T, 57), lengths (B,), y (B,)); per-name: (chars (L, 57), y (1,))."""
-        from shared.names import one_hot_batch, one_hot_name
-
         names = [self.names.train_names[i] for i in idx]
         if self.variant == "per-name":
             return one_hot_name(names[0]), self.names.train_y[idx]
@@ -221,8 +218,6 @@ class RnnTask(ClassifierTask):
         return (*one_hot_batch(names, length), self.names.train_y[idx])
 
     def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        from shared.names import one_hot_batch
-
         names, labels = (
             (self.names.train_names, self.names.train_y) if split == "train" else (self.names.test_names, self.names.test_y)
         )
