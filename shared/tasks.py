@@ -198,6 +198,7 @@ class RnnTask(ClassifierTask):
         self.n_train = len(names.train_names)
         self.length = names.max_length
         self.model_kwargs = {"n_classes": len(names.classes)}
+        self._eval_arrays: dict[str, tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
         if self.variant == "per-name":
             self.step_name = "train_step_per_name"
 
@@ -218,10 +219,12 @@ class RnnTask(ClassifierTask):
         return (*one_hot_batch(names, length), self.names.train_y[idx])
 
     def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        names, labels = (
-            (self.names.train_names, self.names.train_y) if split == "train" else (self.names.test_names, self.names.test_y)
-        )
-        return one_hot_batch(names, self.length), labels
+        if split not in self._eval_arrays:  # encoded once, then reused by every evaluation
+            names, labels = (
+                (self.names.train_names, self.names.train_y) if split == "train" else (self.names.test_names, self.names.test_y)
+            )
+            self._eval_arrays[split] = one_hot_batch(names, self.length), labels
+        return self._eval_arrays[split]
 
 
 TASKS: dict[str, type[Task]] = {"vae_mlp": VaeMlpTask, "mlp": MlpTask, "cnn": CnnTask, "rnn": RnnTask}

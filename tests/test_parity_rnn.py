@@ -26,10 +26,9 @@ from flax import nnx
 
 from jax_impl import rnn as jrnn
 from jax_impl import weights as jax_weights
-from jax_impl.training import CompiledStep
 from shared.hparams import RNN_PER_NAME as HP
 from shared.names import load_names, one_hot_batch, one_hot_name
-from tests.parity import DIRECTIONS, assert_close, jax_grads, paired_models
+from tests.parity import DIRECTIONS, assert_close, jax_grads, paired_models, trajectories
 from tests.tolerances import FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL, TRAJECTORY_LOSS_RTOL, TRAJECTORY_PARAM_ATOL
 from torch_impl import rnn as trnn
 from torch_impl import weights as torch_weights
@@ -211,14 +210,11 @@ def test_per_name_every_gradient_agrees(models, samples):
 def test_ten_per_name_sgd_steps_follow_the_same_trajectory(models, samples):
     torch_model, jax_model = models
     start = torch_weights.state_dict_from_model(torch_model)
-    t_opt, j_opt = trnn.make_optimizer(torch_model), jrnn.make_optimizer(jax_model)  # lr HP.lr, the source's 0.001
-    j_step = CompiledStep(jrnn.train_step_per_name, jax_model, j_opt)  # jit-compiled, once per name length
-    for i, (name, y) in enumerate(samples["trajectory"]):
-        chars = one_hot_name(name)
-        t_loss = float(trnn.train_step_per_name(torch_model, t_opt, torch.from_numpy(chars), torch.tensor([y])))
-        j_loss = float(j_step(jnp.asarray(chars), jnp.asarray([y])))
+    steps = [(one_hot_name(name), np.array([y], np.int64)) for name, y in samples["trajectory"]]
+    # lr HP.lr, the source's 0.001; the JAX step is jit-compiled once per name length
+    t_losses, j_losses = trajectories(trnn, jrnn, torch_model, jax_model, steps, HP.lr, "train_step_per_name")
+    for i, ((name, _), t_loss, j_loss) in enumerate(zip(samples["trajectory"], t_losses, j_losses)):
         close(j_loss, t_loss, TRAJECTORY_LOSS_RTOL, "per-name SGD: loss at each step", f"{i + 1} ({name!r})")
-    j_step.write_back()
     t_params = torch_weights.state_dict_from_model(torch_model)
     j_params = jax_weights.state_dict_from_model(jax_model)
     within_dicts(j_params, t_params, TRAJECTORY_PARAM_ATOL, "per-name SGD: parameters after 10 steps")
@@ -247,16 +243,12 @@ def test_batched_logits_loss_and_every_gradient_agree(models, samples):
 def test_ten_batched_sgd_steps_follow_the_same_trajectory(models, samples):
     torch_model, jax_model = models
     start = torch_weights.state_dict_from_model(torch_model)
-    t_opt, j_opt = trnn.make_optimizer(torch_model, BATCHED_LR), jrnn.make_optimizer(jax_model, BATCHED_LR)
-    j_step = CompiledStep(jrnn.train_step, jax_model, j_opt)
+    assert all(len(batch) == BATCH for batch in samples["batches"])
     length = max(len(n) for batch in samples["batches"] for n, _ in batch)  # one padded width, one compilation
-    for i, batch in enumerate(samples["batches"]):
-        assert len(batch) == BATCH
-        arrays = padded(batch, length)
-        t_loss = float(trnn.train_step(torch_model, t_opt, *to_torch(*arrays)))
-        j_loss = float(j_step(*to_jax(*arrays)))
+    steps = [padded(batch, length) for batch in samples["batches"]]
+    t_losses, j_losses = trajectories(trnn, jrnn, torch_model, jax_model, steps, BATCHED_LR)
+    for i, (t_loss, j_loss) in enumerate(zip(t_losses, j_losses)):
         close(j_loss, t_loss, TRAJECTORY_LOSS_RTOL, "batched SGD: loss at each step", str(i + 1))
-    j_step.write_back()
     t_params = torch_weights.state_dict_from_model(torch_model)
     j_params = jax_weights.state_dict_from_model(jax_model)
     within_dicts(j_params, t_params, TRAJECTORY_PARAM_ATOL, "batched SGD: parameters after 10 steps")
