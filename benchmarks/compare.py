@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
 from shared.errors import UserError, run_cli  # noqa: E402
 from shared.hparams import HPARAMS, label, variants  # noqa: E402
 from shared.trainer import ArgumentParser, non_negative_int, positive_int  # noqa: E402
@@ -143,9 +145,19 @@ def flag_disagreements(rows: list[dict]) -> None:
     reference = {}
     for row in rows:
         ref = reference.setdefault((row["arch"], row["variant"]), row)
-        row["first_loss_rel_diff"] = abs(row["first_loss"] - ref["first_loss"]) / max(abs(ref["first_loss"]), 1e-30)
-        row["final_loss_rel_diff"] = abs(row["final_loss"] - ref["final_loss"]) / max(abs(ref["final_loss"]), 1e-30)
+        row["first_loss_rel_diff"] = rel_diff(row["first_loss"], ref["first_loss"])
+        row["final_loss_rel_diff"] = rel_diff(row["final_loss"], ref["final_loss"])
         row["loss_agrees"] = row["first_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
+
+
+def rel_diff(loss, reference) -> float:
+    """|loss - reference| / |reference|, the largest over a step's losses when it has several."""
+    loss, reference = np.atleast_1d(np.asarray(loss, np.float64)), np.atleast_1d(np.asarray(reference, np.float64))
+    return float(np.max(np.abs(loss - reference) / np.maximum(np.abs(reference), 1e-30)))
+
+
+def format_losses(loss) -> str:
+    return " / ".join(f"{v:.6g}" for v in np.atleast_1d(loss))
 
 
 def row_label(row: dict) -> str:
@@ -192,7 +204,7 @@ def format_table(rows: list[dict]) -> list[str]:
             row_label(r), r["mode"], str(r["batch_size"]),
             f"{r['step_ms_median']:.3f} ({r['step_ms_p10']:.3f}-{r['step_ms_p90']:.3f})",
             f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}",
-            f"{r['peak_gflops_per_s']:.0f}", f"{r['efficiency']:.2f}", f"{r['final_loss']:.6g}{drift}{flag}",
+            f"{r['peak_gflops_per_s']:.0f}", f"{r['efficiency']:.2f}", f"{format_losses(r['final_loss'])}{drift}{flag}",
         ]) + " |")
     return lines
 

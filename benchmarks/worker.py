@@ -66,6 +66,14 @@ def timed_calls(fn, inputs: list, backend, warmup: int) -> tuple[list[float], li
     return times[:warmup], times[warmup:], results[0], results[-1]
 
 
+def losses_of(value) -> float | list[float]:
+    """A step's loss as JSON: a float, or a list for steps with several (the GAN's D and G losses)."""
+    import numpy as np
+
+    value = np.asarray(value, np.float64)
+    return float(value) if value.ndim == 0 else value.tolist()
+
+
 def train_steps(cfg: dict, backend) -> dict:
     """Time the timed steps after the warm-up steps; the warm-up steps' extra time is compile time."""
     import numpy as np
@@ -90,8 +98,8 @@ def train_steps(cfg: dict, backend) -> dict:
         "compile_s": sum(max(t - step_s, 0.0) for t in warmup),
         "warmup_steps": len(warm),
         "samples_per_s": cfg["batch_size"] / step_s,
-        "first_loss": float(backend.to_numpy(first_loss)),
-        "final_loss": float(backend.to_numpy(loss)),
+        "first_loss": losses_of(backend.to_numpy(first_loss)),
+        "final_loss": losses_of(backend.to_numpy(loss)),
         "device_name": backend.device_name(),
         "versions": backend.versions(),
     }

@@ -45,6 +45,7 @@ def conv(
     stride: int = 1,
     padding: int = 0,
     use_bias: bool = True,
+    kernel_init=None,
 ) -> nnx.Conv:
     """A 2-d nnx.Conv (NHWC) with torch.nn.Conv2d's arguments and init.
 
@@ -52,7 +53,8 @@ def conv(
     in_channels * kernel_size**2 (torch's kaiming_uniform(a=sqrt(5)) works out
     to this bound). The padding is explicit, `padding` zeros on every side as
     in torch, never flax's default 'SAME'; and the kernel size is a pair: an
-    int alone would make nnx.Conv one-dimensional.
+    int alone would make nnx.Conv one-dimensional. `kernel_init` replaces
+    the weight's initializer (DCGAN draws N(0, 0.02)).
     """
     bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
     return nnx.Conv(
@@ -62,10 +64,54 @@ def conv(
         strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
         use_bias=use_bias,
-        kernel_init=torch_uniform(bound),
+        kernel_init=kernel_init or torch_uniform(bound),
         bias_init=torch_uniform(bound),
         rngs=rngs,
     )
+
+
+def conv_transpose(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    rngs: nnx.Rngs,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+    kernel_init=None,
+) -> nnx.ConvTranspose:
+    """A 2-d nnx.ConvTranspose (NHWC) computing torch.nn.ConvTranspose2d(in, out, k, stride, padding).
+
+    Output size (n - 1) * stride - 2 * padding + kernel_size, as in torch.
+    torch's transposed convolution is a stride-1 convolution of the input
+    dilated by `stride` (zeros between pixels), padded by k - 1 - padding
+    on each side, with the kernel flipped in space; nnx.ConvTranspose takes
+    that padding explicitly and does not flip, so the weight converter flips
+    (jax_impl/weights.py). Init as torch's: U(+-1/sqrt(fan_in)) with torch's
+    fan_in of a transposed convolution, out_channels * kernel_size**2.
+    """
+    bound = 1.0 / math.sqrt(out_channels * kernel_size * kernel_size)
+    edge = kernel_size - 1 - padding
+    if edge < 0:
+        raise ValueError(f"conv_transpose: padding {padding} larger than kernel_size - 1 = {kernel_size - 1}")
+    return nnx.ConvTranspose(
+        in_channels,
+        out_channels,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((edge, edge), (edge, edge)),
+        use_bias=use_bias,
+        kernel_init=kernel_init or torch_uniform(bound),
+        bias_init=torch_uniform(bound),
+        rngs=rngs,
+    )
+
+
+def center_crop(x: jax.Array, height: int, width: int) -> jax.Array:
+    """The centre height x width window of an NHWC array (the source's undefined CenterCrop)."""
+    top, left = (x.shape[1] - height) // 2, (x.shape[2] - width) // 2
+    return x[:, top : top + height, left : left + width, :]
 
 
 class BatchNorm(nnx.Module):

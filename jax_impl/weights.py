@@ -4,6 +4,8 @@ A layer at attribute path ('encoder', 'hidden') is the torch key prefix
 'encoder.hidden.'. Each supported layer type lists how its torch tensors map
 to its NNX variables, e.g. Linear: weight (out, in) = kernel (in, out).T;
 Conv: weight (out, in, kh, kw) = kernel (kh, kw, in, out) transposed;
+ConvTranspose: weight (in, out, kh, kw) = kernel (kh, kw, in, out)
+transposed and flipped in space (see jax_impl.layers.conv_transpose);
 BatchNorm: weight/bias/running_mean/running_var/num_batches_tracked =
 scale/bias/mean/var/num_batches_tracked (the counter int64 in the file, as
 torch stores it; int32 in JAX, whose default integers are 32-bit).
@@ -39,6 +41,16 @@ def _oihw_to_hwio(a: np.ndarray) -> np.ndarray:
     return a.transpose(2, 3, 1, 0)
 
 
+def _hwio_to_iohw_flipped(a: np.ndarray) -> np.ndarray:
+    """nnx.ConvTranspose kernel (kh, kw, in, out) -> torch ConvTranspose2d weight (in, out, kh, kw), flipped in space."""
+    return np.ascontiguousarray(a[::-1, ::-1].transpose(2, 3, 0, 1))
+
+
+def _iohw_to_hwio_flipped(a: np.ndarray) -> np.ndarray:
+    """The inverse of _hwio_to_iohw_flipped."""
+    return np.ascontiguousarray(a[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
+
+
 def _to_int64(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int64)
 
@@ -48,6 +60,7 @@ def _to_int64(a: np.ndarray) -> np.ndarray:
 LAYOUTS: dict[type, Layout] = {
     nnx.Linear: {"weight": ("kernel", _transpose, _transpose), "bias": ("bias", _same, _same)},
     nnx.Conv: {"weight": ("kernel", _hwio_to_oihw, _oihw_to_hwio), "bias": ("bias", _same, _same)},
+    nnx.ConvTranspose: {"weight": ("kernel", _hwio_to_iohw_flipped, _iohw_to_hwio_flipped), "bias": ("bias", _same, _same)},
     BatchNorm: {
         "weight": ("scale", _same, _same),
         "bias": ("bias", _same, _same),

@@ -63,10 +63,59 @@ class RnnHparams:
     epochs: int = 1
 
 
+@dataclass(frozen=True)
+class AutoencoderHparams:
+    """Autoencoder (ARCHITECTURES.md, "Autoencoder"); the source gives no training settings.
+
+    `mlp`: 784-128-64-12 encoder, 12-64-128-784 decoder. `conv`: two conv +
+    max-pool blocks, two transposed convolutions, a centre crop to 28x28.
+    """
+
+    sizes: tuple[int, ...] = (784, 128, 64, 12)  # the decoder mirrors them
+    channels: tuple[int, ...] = (1, 16, 8)  # the conv variant's encoder; the decoder mirrors them
+    lr: float = 1e-3
+    batch_size: int = 100
+    epochs: int = 20
+
+
+@dataclass(frozen=True)
+class VaeHparams:
+    """Convolutional VAE (ARCHITECTURES.md, "VAE"); the source gives no latent size or training settings."""
+
+    channels: tuple[int, ...] = (1, 32, 64)
+    latent_dim: int = 20  # as pytorch/examples' VAE, whose ~104-106 nats ARCHITECTURES.md quotes
+    batchnorm_eps: float = 1e-5
+    batchnorm_momentum: float = 0.1
+    leaky_relu_slope: float = 0.01  # nn.LeakyReLU()'s default, as the source
+    lr: float = 1e-3
+    batch_size: int = 100
+    epochs: int = 20
+
+
+@dataclass(frozen=True)
+class GanHparams:
+    """DCGAN for 28x28 MNIST (ARCHITECTURES.md, "GAN"): Adam(2e-4, beta1 0.5), images in [-1, 1]."""
+
+    latent_dim: int = 100
+    generator_channels: tuple[int, ...] = (128, 64, 1)  # 7x7, 14x14, 28x28
+    discriminator_channels: tuple[int, ...] = (1, 64, 128)  # 28x28, 14x14, 7x7, then one logit
+    init_std: float = 0.02  # DCGAN's N(0, 0.02) weights (BatchNorm scales N(1, 0.02))
+    leaky_relu_slope: float = 0.2
+    batchnorm_eps: float = 1e-5
+    batchnorm_momentum: float = 0.1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    batch_size: int = 64
+    epochs: int = 30
+
+
 VAE_MLP = VaeMlpHparams()
 MLP = MlpHparams()
 CNN = CnnHparams()
 RNN_PER_NAME = RnnHparams()
+AUTOENCODER = AutoencoderHparams()
+VAE = VaeHparams()
+GAN = GanHparams()
 # lr 0.1 learns the classic names faster but overflows on the embedded ones (up to 40
 # letters: the hidden update is linear, so an eigenvalue of the recurrent matrix above 1
 # grows like its 40th power).
@@ -82,6 +131,9 @@ HPARAMS = {
     "mlp": {DEFAULT_VARIANT: MLP},
     "cnn": {DEFAULT_VARIANT: CNN},
     "rnn": {"batched": RNN_BATCHED, "per-name": RNN_PER_NAME},
+    "autoencoder": {"mlp": AUTOENCODER, "conv": AUTOENCODER},
+    "vae": {DEFAULT_VARIANT: VAE},
+    "gan": {DEFAULT_VARIANT: GAN},
 }
 
 

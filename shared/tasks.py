@@ -41,6 +41,7 @@ class Task:
 
     arch: str
     step_name = "train_step"  # the architecture module's function the training loop runs
+    loss_names: tuple[str, ...] = ("loss",)  # what the step returns: one loss, or a vector of these
     fixed_batch_size: int | None = None  # set when the variant defines its batch size
     n_train: int
     source: str  # where the data came from, for the metrics file

@@ -128,9 +128,9 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
         steps_per_epoch = num_batches(task.n_train, batch_size)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            train_loss = run_epoch(task, step, backend, args.seed, epoch, batch_size, steps_per_epoch, epochs)
+            train_losses = run_epoch(task, step, backend, args.seed, epoch, batch_size, steps_per_epoch, epochs)
             step.write_back()
-            record = {"epoch": epoch, "train_loss": train_loss, **task.evaluate(predict)}
+            record = {"epoch": epoch, **train_losses, **task.evaluate(predict)}
             record["seconds"] = round(time.perf_counter() - start, 3)
             history.append(record)
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
@@ -147,8 +147,12 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
     return metrics
 
 
-def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total: int, epochs: int) -> float:
-    """One pass over the training set; returns the mean training loss."""
+def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total: int, epochs: int) -> dict[str, float]:
+    """One pass over the training set; returns the mean training loss (each of them, for a step with several).
+
+    A step returns one loss, or a vector of `task.loss_names` (the GAN: the
+    discriminator's and the generator's): {"train_loss": ...} or {"train_d_loss": ..., ...}.
+    """
     noise_rng = np.random.default_rng([seed, epoch, 1])
     losses = []
     bar = tqdm(
@@ -158,5 +162,7 @@ def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total
     for i, idx in enumerate(bar):
         losses.append(step(*map(backend.to_device, task.train_batch(idx, noise_rng))))
         if i % 20 == 0:
-            bar.set_postfix(loss=f"{float(backend.to_numpy(losses[-1])):.3f}")
-    return float(np.mean([backend.to_numpy(loss) for loss in losses]))
+            bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in np.atleast_1d(backend.to_numpy(losses[-1]))))
+    means = np.mean([np.atleast_1d(backend.to_numpy(loss)) for loss in losses], axis=0, dtype=np.float64)
+    names = ["train_loss"] if len(means) == 1 else [f"train_{name}" for name in task.loss_names]
+    return dict(zip(names, map(float, means), strict=True))

@@ -23,6 +23,7 @@ from jax_impl.training import CompiledStep
 from shared.data import load_embedded_mnist
 from shared.hparams import CNN
 from shared.weights import load_weights
+from tests.numpy_reference import numpy_conv2d
 from tests.parity import (
     DIRECTIONS, assert_close, assert_state_dicts_close, loss_and_grads, paired_models, trajectories,
 )
@@ -93,19 +94,6 @@ def trained_models(direction, batches):
 
 def running_statistics(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in state_dict.items() if ".running_" in k}
-
-
-def numpy_conv2d(a: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1, padding: int = 0):
-    """torch.nn.functional.conv2d in float64 numpy: NCHW input, OIHW weight, by im2col."""
-    out_ch, in_ch, kh, kw = weight.shape
-    a = np.pad(a, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    h, w = (a.shape[2] - kh) // stride + 1, (a.shape[3] - kw) // stride + 1
-    cols = np.stack(
-        [a[:, :, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride] for i in range(kh) for j in range(kw)],
-        axis=2,
-    )  # (B, C, kh*kw, h, w): the receptive field of every output position
-    out = np.einsum("bckhw,ock->bohw", cols, weight.reshape(out_ch, in_ch, kh * kw))
-    return out if bias is None else out + bias[None, :, None, None]
 
 
 def numpy_logits(state_dict: dict[str, np.ndarray], x: np.ndarray, batch_statistics: bool = False) -> np.ndarray:
