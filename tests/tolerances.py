@@ -85,3 +85,83 @@ BATCHNORM_TRAJECTORY_STATS_RTOL = 5e-2  # per running statistic, relative to its
 # 2e-9 on the parameters (Adam's division by tiny gradients again, at float64
 # rounding).
 TRAJECTORY_FLOAT64_RTOL = 1e-7
+
+# --- Autoencoders and the convolutional VAE (tests/test_parity_autoencoder.py, test_parity_vae.py) ---
+# Gradients of convolution layers with no BatchNorm between them and the loss
+# (the conv autoencoder's; the VAE's bn3 and deconv2), relative to the
+# gradient's largest entry: each entry is a sum over batch x positions,
+# 100 x 15 x 15 to 100 x 28 x 28 terms, where GRAD_RTOL's sums have 100-784.
+# Measured on 4 seeds x 4 batches x 2 directions: JAX vs torch up to 1.1e-5
+# (autoencoder deconv1.bias) and 1.9e-5 (VAE bn3.bias); torch float32 vs the
+# same in float64 up to 1.1e-5 and 3.5e-5 (JAX: 3.8e-6 and 3.5e-5). Also the
+# bound on the VAE's free biases' gradients (see test_parity_vae.FREE_BIASES),
+# 0 in exact arithmetic, relative to their layer's weight gradient: up to 6.6e-6.
+CONV_GRAD_RTOL = 1e-4
+
+# The VAE's other gradients (everything before bn3: input_bn, the encoder, the
+# heads, develop, deconv1), relative to the gradient's largest entry. Most
+# batches agree to 7e-6, JAX vs torch and each vs float64. But a batch puts
+# ~1.6 million values through the ReLU after bn3 and the LeakyReLUs after bn1
+# and bn2, and about one batch in ten has one within float32 rounding of 0
+# (measured: one bn3 output of 4e-8 whose sign float32 and float64 disagree
+# on); it switches in one computation and not the other, and its share of the
+# gradient reaches every gradient upstream through the BatchNorm's batch
+# means. In 2 of those 32 measurements: JAX vs torch up to 1.2e-3
+# (deconv1.weight), float32 vs float64 up to 6.6e-3 (logvar.weight, both
+# frameworks alike). The test's batch has no such switch (it agrees to ~3e-6);
+# this tolerance, 3x the worst switch measured, keeps it valid on machines that
+# round differently. What the two compute is checked in float64, below.
+VAE_BATCHNORM_GRAD_RTOL = 2e-2
+
+# The VAE's loss and every gradient computed in float64 by both frameworks,
+# relative to each gradient's largest entry (the free biases' and input_bn's
+# scale, ~0, relative to their layer's largest): measured 2.4e-13.
+FLOAT64_GRAD_RTOL = 1e-9
+
+# The VAE's running means of bn1, bn2 and bn3 after 10 float32 Adam steps
+# (after removing the share of the free biases, which Adam walks in directions
+# set by rounding; see test_parity_vae.bias_free_running_means), relative to
+# the largest entry. The loss barely constrains them: in the test's run (seed
+# 0) bn2's is 5.1e-2 apart between JAX and torch, and torch float32 is the
+# same 5.1e-2 from torch float64 (the same code; over 8 seeds, 3e-7 to
+# 5.1e-2, the large ones after a ReLU switch as above). The running
+# variances stay within BATCHNORM_TRAJECTORY_STATS_RTOL (measured 7.6e-3),
+# and in float64 the two frameworks' running means agree to 7e-13.
+VAE_TRAJECTORY_RUNNING_MEAN_RTOL = 0.2
+
+# --- DCGAN (tests/test_parity_gan.py) -----------------------------------------
+# Gradients of both networks in float32, relative to the gradient's largest
+# entry. Most batches agree to ~4e-6 (the test's: 3.4e-6). But a batch of 64
+# puts ~1.2 million values through the generator's ReLUs (after bn1 and bn2)
+# and as many per discriminator call through its LeakyReLUs, and in 12 of 32
+# measured batches (2 seeds x 8 batches x 2 directions) one of them was within
+# float32 rounding of 0 and switched in one framework only (measured: a
+# generator bn2 output of -2.1e-7 in float64, +3.9e-8 in torch float32, -5.4e-7
+# in JAX float32). Its share of the gradient reaches every parameter upstream
+# through the BatchNorms' batch means: JAX vs torch up to 1.4e-2
+# (generator.deconv2.weight), each float32 vs float64 up to 8.2e-3, torch and
+# JAX alike. This bound is 3.5x the worst switch; what the two compute is held
+# to FLOAT64_GRAD_RTOL (measured for the GAN: 3.5e-14 on 32 batches, 6.7e-15 in
+# the test) by the same test in float64, where no value is that close to 0.
+GAN_GRAD_RTOL = 5e-2
+
+# 10 alternating D/G float32 steps (Adam(2e-4, beta1 0.5) per network), JAX vs
+# torch on 8 seeds x 2 directions. Only step 1's D loss comes before any update
+# (measured 2.6e-7, held to LOSS_RTOL). Step 1's G loss already follows D's
+# first Adam step, which moves every entry by ~lr whatever its gradient's size,
+# so the entries whose gradient rounding (or a switch as above) decides move in
+# directions rounding decides: up to 9.9e-5 at step 1, 5.7e-3 by step 10 (the
+# test: 3.1e-3). Torch float32 vs torch float64, the same code, differ as much
+# (9.9e-5 and 1.8e-3). The bound is 3.5x the worst; the float64 run of the same
+# steps agrees to TRAJECTORY_FLOAT64_RTOL (measured 1.5e-12 on the parameters,
+# 2.8e-15 on the losses).
+GAN_TRAJECTORY_LOSS_RTOL = 2e-2
+
+# The generator's parameters after those 10 steps, |jax - torch| / |torch -
+# start| (L2 over all): up to 7.1% (the test: 3.5%), and torch float32 vs
+# float64 6.9%, more than the CNN's BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL
+# allows: Adam's +-lr steps on rounding-decided entries, as above, among
+# 759,680 parameters whose gradients pass through two BatchNorms and the whole
+# discriminator. The discriminator stays within that CNN bound (up to 1.1%), and
+# all running statistics within BATCHNORM_TRAJECTORY_STATS_RTOL (up to 8.6e-3).
+GAN_GENERATOR_DISPLACEMENT_RTOL = 0.2
