@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jax_impl.layers import BatchNorm
+from jax_impl.layers import BatchNorm, ConvTranspose
 from shared.weights import StateDict, check_state_dict, load_weights, save_weights
 
 Layout = dict[str, tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]]
@@ -69,6 +69,9 @@ LAYOUTS: dict[type, Layout] = {
         "num_batches_tracked": ("num_batches_tracked", _to_int64, _same),
     },
 }
+
+
+LAYOUTS[ConvTranspose] = LAYOUTS[nnx.ConvTranspose]  # the same layer computed another way on CPU
 
 
 def _layers(model: nnx.Module):

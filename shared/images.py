@@ -64,3 +64,22 @@ def save_confusion(path: str | Path, counts: np.ndarray, class_names: Sequence[s
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_class_histogram(path: str | Path, counts: np.ndarray, title: str = "") -> None:
+    """A bar chart of how many generated digits the classifier puts in each class."""
+    counts = np.asarray(counts)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.bar(range(len(counts)), counts, color="#4477aa")
+    ax.axhline(counts.sum() / len(counts), color="gray", linestyle="--", linewidth=1, label="uniform")
+    for digit, count in enumerate(counts):
+        ax.text(digit, count, str(count), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(counts)))
+    ax.set_xlabel("digit (the classifier's argmax)")
+    ax.set_ylabel("generated digits")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -15,10 +15,11 @@ from typing import Callable
 
 import numpy as np
 
-from shared.data import Mnist, binarize, load_mnist
+from shared.data import IMAGE_DIM, Mnist, binarize, load_mnist
 from shared.errors import UserError
 from shared.hparams import EVAL_NOISE_SEED, hparams, variants
-from shared.metrics import confusion_matrix, cross_entropy, neg_elbo
+from shared.frechet import class_histogram, sample_quality
+from shared.metrics import bernoulli_log_likelihood, confusion_matrix, cross_entropy, neg_elbo
 from shared.names import Names, load_names, one_hot_batch, one_hot_name
 
 Predict = Callable[..., dict[str, np.ndarray]]
@@ -68,10 +69,11 @@ class Task:
         raise NotImplementedError
 
 
-class VaeMlpTask(Task):
-    """Flux-style MLP VAE on binarised MNIST; judged by the test negative ELBO in nats."""
+class GaussianVaeTask(Task):
+    """A VAE on binarised MNIST with a Gaussian posterior; judged by the test negative ELBO in nats.
 
-    arch = "vae_mlp"
+    The subclasses say how the model reports its posterior (log sigma or log variance).
+    """
 
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
@@ -79,6 +81,10 @@ class VaeMlpTask(Task):
         self.test_x = binarize(data.test_x)
         self.n_train = len(self.train_x)
         self.source = data.source
+
+    def posterior(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, log sigma) of q(z|x) from what eval_outputs returned."""
+        raise NotImplementedError
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """(x, eps) for train_step: binary images and the reparameterisation noise."""
@@ -92,7 +98,7 @@ class VaeMlpTask(Task):
 
     def evaluate(self, predict: Predict) -> dict[str, float]:
         out = predict_in_batches(predict, "eval_outputs", self.test_x, self.eval_noise())
-        metrics = neg_elbo(self.test_x, out["logits"], out["mu"], out["logsigma"])
+        metrics = neg_elbo(self.test_x, out["logits"], *self.posterior(out))
         return {f"test_{k}": v for k, v in metrics.items()}
 
     def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
@@ -100,21 +106,135 @@ class VaeMlpTask(Task):
 
         rng = np.random.default_rng(EVAL_NOISE_SEED + 1)
         z = rng.standard_normal((100, self.hp.latent_dim), dtype=np.float32)
-        u = rng.random((100, self.hp.input_dim), dtype=np.float32)
+        u = rng.random((100, IMAGE_DIM), dtype=np.float32)
         samples = predict("sample", z, u)
         save_panels(
             out_dir / "samples.png",
             [("Bernoulli means p = f(z), z ~ N(0, I)", samples["means"]), ("samples x ~ Bernoulli(p)", samples["pixels"])],
             suptitle=title,
         )
-        x = self.test_x[np.linspace(0, len(self.test_x) - 1, 50).astype(int)]  # all digits, not only the first
+        x = spread_over_test_set(self.test_x, 50)
         recon = predict("reconstruct", x)
         save_panels(
             out_dir / "reconstructions.png",
-            [("binarised test digits", x), ("reconstructions sigmoid(f(mu(x)))", recon)],
+            [("binarised test digits", x), ("reconstructions sigmoid(f(mean(x)))", recon)],
             suptitle=title,
         )
         return [out_dir / "samples.png", out_dir / "reconstructions.png"]
+
+
+def spread_over_test_set(images: np.ndarray, count: int) -> np.ndarray:
+    """`count` images evenly spaced over the split (all digits, not only the first class)."""
+    return images[np.linspace(0, len(images) - 1, count).astype(int)]
+
+
+class VaeMlpTask(GaussianVaeTask):
+    """Flux-style MLP VAE: the encoder returns mu and log sigma."""
+
+    arch = "vae_mlp"
+
+    def posterior(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return out["mu"], out["logsigma"]
+
+
+class VaeTask(GaussianVaeTask):
+    """Convolutional VAE: the encoder returns the mean and the log variance."""
+
+    arch = "vae"
+
+    def posterior(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return out["mean"], 0.5 * np.asarray(out["logvar"], np.float64)  # log sigma = log(variance) / 2
+
+
+class AutoencoderTask(Task):
+    """Autoencoder (MLP or convolutional) on MNIST in [0, 1]; judged by the test binary cross-entropy.
+
+    test_bce is the source's loss, the mean over pixels (nats per pixel);
+    test_bce_per_image its sum over the 784 pixels, comparable with a VAE's
+    reconstruction term.
+    """
+
+    arch = "autoencoder"
+
+    def __init__(self, data: Mnist, variant: str | None = None):
+        super().__init__(variant)
+        self.train_x, self.test_x = data.train_x, data.test_x
+        self.n_train = len(self.train_x)
+        self.source = data.source
+        self.model_kwargs = {"variant": self.variant}
+
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x,) for train_step: the images are their own targets."""
+        return (self.train_x[idx],)
+
+    def evaluate(self, predict: Predict) -> dict[str, float]:
+        logits = predict_in_batches(predict, "eval_outputs", self.test_x)["logits"]
+        bce_per_image = -bernoulli_log_likelihood(self.test_x, logits)
+        return {"test_bce": float(bce_per_image.mean() / IMAGE_DIM), "test_bce_per_image": float(bce_per_image.mean())}
+
+    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+        from shared.images import save_panels  # matplotlib only when pictures are drawn
+
+        x = spread_over_test_set(self.test_x, 50)
+        save_panels(
+            out_dir / "reconstructions.png",
+            [("test digits", x), ("reconstructions sigmoid(decoder(encoder(x)))", predict("reconstruct", x))],
+            suptitle=title,
+        )
+        return [out_dir / "reconstructions.png"]
+
+
+class GanTask(Task):
+    """DCGAN on MNIST scaled to [-1, 1]; judged by the Frechet distance and the class histogram of its samples.
+
+    After each epoch the generator (eval mode: running statistics) draws as
+    many digits as the test split holds, from fixed latents; shared/frechet.py
+    compares them with the test images in the feature space of a fixed MNIST
+    classifier and counts the classes it sees.
+    """
+
+    arch = "gan"
+    loss_names = ("d_loss", "g_loss")
+
+    def __init__(self, data: Mnist, variant: str | None = None):
+        super().__init__(variant)
+        self.train_x = to_tanh_range(data.train_x)
+        self.real_test_x = data.test_x  # in [0, 1], as the classifier reads them
+        self.n_train = len(self.train_x)
+        self.source = data.source
+
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x, z_d, z_g) for train_step: real images in [-1, 1], the D step's and the G step's latents."""
+        z_d = rng.standard_normal((len(idx), self.hp.latent_dim), dtype=np.float32)
+        z_g = rng.standard_normal((len(idx), self.hp.latent_dim), dtype=np.float32)
+        return self.train_x[idx], z_d, z_g
+
+    def eval_latents(self, count: int, offset: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(EVAL_NOISE_SEED + offset)
+        return rng.standard_normal((count, self.hp.latent_dim), dtype=np.float32)
+
+    def generate(self, predict: Predict, z: np.ndarray) -> np.ndarray:
+        """Generated digits in [0, 1] (the generator's tanh output, rescaled)."""
+        return (predict_in_batches(predict, "sample", z)["images"] + 1.0) / 2.0
+
+    def evaluate(self, predict: Predict) -> dict[str, float]:
+        generated = self.generate(predict, self.eval_latents(len(self.real_test_x)))
+        return sample_quality(self.real_test_x, generated)
+
+    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+        from shared.images import save_class_histogram, save_panels  # matplotlib only when pictures are drawn
+
+        samples = self.generate(predict, self.eval_latents(100, offset=1))
+        save_panels(out_dir / "samples.png", [("generated digits G(z), z ~ N(0, I)", samples)], suptitle=title)
+        generated = self.generate(predict, self.eval_latents(len(self.real_test_x)))
+        counts = class_histogram(generated)
+        save_class_histogram(out_dir / "class_histogram.png", counts, f"{title}\nclasses of {len(generated)} generated digits")
+        return [out_dir / "samples.png", out_dir / "class_histogram.png"]
+
+
+def to_tanh_range(images: np.ndarray) -> np.ndarray:
+    """[0, 1] -> [-1, 1], the range of the generator's tanh."""
+    return images * 2.0 - 1.0
 
 
 class ClassifierTask(Task):
@@ -228,4 +348,7 @@ class RnnTask(ClassifierTask):
         return self._eval_arrays[split]
 
 
-TASKS: dict[str, type[Task]] = {"vae_mlp": VaeMlpTask, "mlp": MlpTask, "cnn": CnnTask, "rnn": RnnTask}
+TASKS: dict[str, type[Task]] = {
+    "vae_mlp": VaeMlpTask, "mlp": MlpTask, "cnn": CnnTask, "rnn": RnnTask,
+    "autoencoder": AutoencoderTask, "vae": VaeTask, "gan": GanTask,
+}

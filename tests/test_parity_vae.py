@@ -20,7 +20,7 @@ from flax import nnx
 from jax_impl import vae as jvae
 from jax_impl import weights as jax_weights
 from jax_impl.layers import center_crop as jax_center_crop
-from jax_impl.layers import conv_transpose
+from jax_impl.layers import conv_transpose, conv_transpose_by_phases
 from jax_impl.training import CompiledStep
 from shared.data import binarize, load_embedded_mnist
 from shared.hparams import VAE
@@ -509,6 +509,28 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
     assert_close(j_out, t_out, FORWARD_RTOL, "conv_transpose outputs, jax weights")
     assert np.abs(j_out).max() > 0.1
+
+
+@pytest.mark.parametrize("stride, padding, kernel, size", [(2, 0, 3, 7), (2, 1, 3, 15), (2, 1, 4, 7), (2, 1, 4, 14), (3, 2, 5, 6)])
+def test_conv_transpose_by_phases_equals_lax_conv_transpose(stride, padding, kernel, size):
+    """The CPU form of ConvTranspose (matmuls per output phase) against nnx.ConvTranspose's lax.conv_transpose: outputs and both gradients."""
+    layer = conv_transpose(6, 4, kernel, stride=stride, padding=padding, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((3, size, size + 1, 6)), jnp.float32)
+    kernel_value, bias = layer.kernel.get_value(), layer.bias.get_value()
+
+    def by_phases(x, k):
+        return jnp.sum(jnp.sin(conv_transpose_by_phases(x, k, stride, padding) + bias))
+
+    def by_lax(x, k):
+        edge = kernel - 1 - padding
+        y = jax.lax.conv_transpose(x, k, (stride, stride), ((edge, edge), (edge, edge)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(jnp.sin(y + bias))
+
+    expected = nnx.ConvTranspose.__call__(layer, x)  # the parent class: lax.conv_transpose
+    assert_close(conv_transpose_by_phases(x, kernel_value, stride, padding) + bias, expected, FORWARD_RTOL, "outputs")
+    assert_close(layer(x), expected, FORWARD_RTOL, "ConvTranspose layer")
+    for got, want, name in zip(jax.grad(by_phases, (0, 1))(x, kernel_value), jax.grad(by_lax, (0, 1))(x, kernel_value), ("input", "kernel")):
+        assert_close(got, want, CONV_GRAD_RTOL, f"{name} gradient")
 
 
 def test_state_dicts_round_trip_both_ways(trained_models):
