@@ -109,6 +109,31 @@ class GanHparams:
     epochs: int = 30
 
 
+@dataclass(frozen=True)
+class AaeHparams:
+    """Adversarial autoencoder (ARCHITECTURES.md, "Adversarial autoencoders"; the blog post's settings).
+
+    Q (encoder) 784-1000-1000-z_dim, P (decoder) z-1000-1000-784, D z-1000-1000-1,
+    dropout in every hidden layer, separate Adam optimizers for Q as encoder
+    (gen_lr), P (gen_lr), Q as generator (reg_lr), D (reg_lr); the
+    semi-supervised variant adds D_cat (reg_lr) and Q as classifier (semi_lr).
+    """
+
+    input_dim: int = 784
+    hidden_dim: int = 1000
+    z_dim: int = 2
+    n_classes: int = 10
+    dropout: float = 0.2
+    prior_std: float = 5.0  # z_real ~ N(0, prior_std^2 I)
+    gen_lr: float = 1e-4
+    reg_lr: float = 5e-5
+    semi_lr: float = 0.0  # only the semi-supervised variant has a classification phase
+    lr: float = 1e-4  # = gen_lr: the training command's --lr sets the reconstruction phase's learning rate
+    batch_size: int = 100
+    epochs: int = 50
+    labels: int = 0  # labelled examples (semi-supervised only; --labels)
+
+
 VAE_MLP = VaeMlpHparams()
 MLP = MlpHparams()
 CNN = CnnHparams()
@@ -116,6 +141,11 @@ RNN_PER_NAME = RnnHparams()
 AUTOENCODER = AutoencoderHparams()
 VAE = VaeHparams()
 GAN = GanHparams()
+AAE_UNSUPERVISED = AaeHparams()
+AAE_SUPERVISED = AaeHparams()
+AAE_SEMISUPERVISED = AaeHparams(
+    dropout=0.25, prior_std=1.0, gen_lr=6e-4, reg_lr=8e-4, semi_lr=1e-3, lr=6e-4, epochs=100, labels=100,
+)
 # lr 0.1 learns the classic names faster but overflows on the embedded ones (up to 40
 # letters: the hidden update is linear, so an eigenvalue of the recurrent matrix above 1
 # grows like its 40th power).
@@ -134,6 +164,7 @@ HPARAMS = {
     "autoencoder": {"mlp": AUTOENCODER, "conv": AUTOENCODER},
     "vae": {DEFAULT_VARIANT: VAE},
     "gan": {DEFAULT_VARIANT: GAN},
+    "aae": {"unsupervised": AAE_UNSUPERVISED, "supervised": AAE_SUPERVISED, "semisupervised": AAE_SEMISUPERVISED},
 }
 
 

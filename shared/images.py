@@ -83,3 +83,24 @@ def save_class_histogram(path: str | Path, counts: np.ndarray, title: str = "") 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_latent_scatter(path: str | Path, z: np.ndarray, labels: np.ndarray, title: str = "", prior_std: float = 1.0) -> None:
+    """2-d codes coloured by digit, with circles at 1 and 2 standard deviations of the Gaussian prior."""
+    z = np.asarray(z)
+    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    cmap = plt.get_cmap("tab10")
+    for digit in range(10):
+        points = z[np.asarray(labels) == digit, :2]
+        ax.scatter(points[:, 0], points[:, 1], s=4, color=cmap(digit), label=str(digit), alpha=0.7)
+    for k in (1, 2):
+        ax.add_patch(plt.Circle((0, 0), k * prior_std, fill=False, color="gray", linestyle="--", linewidth=0.8))
+    ax.set_aspect("equal")
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title, fontsize=10)
+    ax.legend(markerscale=3, fontsize=8, loc="upper right", ncol=2)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -17,7 +17,7 @@ import numpy as np
 
 from shared.data import IMAGE_DIM, Mnist, binarize, load_mnist
 from shared.errors import UserError
-from shared.hparams import EVAL_NOISE_SEED, hparams, variants
+from shared.hparams import EVAL_NOISE_SEED, hparams, label, variants
 from shared.frechet import class_histogram, sample_quality
 from shared.metrics import bernoulli_log_likelihood, confusion_matrix, cross_entropy, neg_elbo
 from shared.names import Names, load_names, one_hot_batch, one_hot_name
@@ -58,6 +58,14 @@ class Task:
     def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> "Task":
         """The task on the embedded data, or on the folders the user named."""
         return cls(load_mnist(data_dir, test_dir), variant)
+
+    def config(self) -> dict:
+        """Settings of the task beyond the hyperparameters, for the metrics file."""
+        return {}
+
+    def set_labels(self, count: int) -> None:
+        """--labels: only the semi-supervised AAE trains on a labelled subset."""
+        raise UserError(f"--labels: only aae --variant semisupervised takes labels, not {label(self.arch, self.variant)}")
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
@@ -232,6 +240,111 @@ class GanTask(Task):
         return [out_dir / "samples.png", out_dir / "class_histogram.png"]
 
 
+class AaeTask(Task):
+    """Adversarial autoencoder (three variants) on MNIST in [0, 1].
+
+    unsupervised / supervised: judged by the test reconstruction BCE; pictures:
+    the test set's 2-d codes coloured by digit (the prior's 1 and 2 standard
+    deviations drawn), and a style grid (rows: one z each, columns: the digit
+    given to the decoder; supervised and semi-supervised).
+    semisupervised: `labels` training images (as many of each digit) keep
+    their labels, the rest are used unlabelled; judged by the test
+    classification error (argmax of the encoder's class logits).
+    """
+
+    arch = "aae"
+    labelled_seed = 17  # which training images keep their labels: the same in every run
+
+    def __init__(self, data: Mnist, variant: str | None = None):
+        super().__init__(variant)
+        self.data = data
+        self.source = data.source
+        self.model_kwargs = {"variant": self.variant}
+        self.step_name = f"train_step_{self.variant}"
+        self.semisupervised = self.variant == "semisupervised"
+        if self.semisupervised:
+            self.loss_names = ("recon_loss", "d_loss", "d_cat_loss", "g_loss", "class_loss")
+        else:
+            self.loss_names = ("recon_loss", "d_loss", "g_loss")
+        self.unlabelled = np.arange(len(data.train_x))
+        self.labelled = np.arange(0)
+        self.n_train = len(self.unlabelled)
+        if self.semisupervised:
+            self.set_labels(self.hp.labels)
+
+    def set_labels(self, count: int) -> None:
+        if not self.semisupervised:
+            super().set_labels(count)
+        n_classes = self.hp.n_classes
+        per_class = count // n_classes
+        available = np.bincount(self.data.train_y, minlength=n_classes).min()
+        if count % n_classes or not 1 <= per_class < available:
+            raise UserError(
+                f"--labels {count}: expected a multiple of {n_classes} between {n_classes} and "
+                f"{n_classes * (available - 1)} (the training split has {available} images of its rarest digit)"
+            )
+        rng = np.random.default_rng(self.labelled_seed)
+        self.labelled = np.sort(np.concatenate(
+            [rng.choice(np.flatnonzero(self.data.train_y == digit), per_class, replace=False) for digit in range(n_classes)]
+        ))
+        self.unlabelled = np.setdiff1d(np.arange(len(self.data.train_x)), self.labelled)
+        self.n_train = len(self.unlabelled)
+
+    def config(self) -> dict:
+        return {"labels": len(self.labelled), "unlabelled": len(self.unlabelled)} if self.semisupervised else {}
+
+    def prior(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return (self.hp.prior_std * rng.standard_normal((count, self.hp.z_dim))).astype(np.float32)
+
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """unsupervised: (x, z_prior); supervised: (x, y, z_prior);
+        semisupervised: (x, z_prior, y_prior one-hot, x_labelled, y_labelled), x from the unlabelled images."""
+        rows = self.unlabelled[idx]
+        x, z = self.data.train_x[rows], self.prior(rng, len(idx))
+        if self.variant == "unsupervised":
+            return x, z
+        if self.variant == "supervised":
+            return x, self.data.train_y[rows], z
+        y_prior = one_hot(rng.integers(self.hp.n_classes, size=len(idx)), self.hp.n_classes)
+        picked = self.labelled[rng.choice(len(self.labelled), len(idx), replace=len(self.labelled) < len(idx))]
+        return x, z, y_prior, self.data.train_x[picked], self.data.train_y[picked]
+
+    def encode_test_set(self, predict: Predict) -> dict[str, np.ndarray]:
+        return predict_in_batches(predict, "encode", self.data.test_x)
+
+    def evaluate(self, predict: Predict) -> dict[str, float]:
+        x, y = self.data.test_x, self.data.test_y
+        logits = predict_in_batches(predict, "eval_outputs", x, one_hot(y, self.hp.n_classes))["logits"]
+        metrics = {"test_bce": float(-bernoulli_log_likelihood(x, logits).mean() / IMAGE_DIM)}
+        if self.semisupervised:
+            class_logits = self.encode_test_set(predict)["class_logits"]
+            metrics["test_error"] = float(np.mean(class_logits.argmax(-1) != y))
+        return metrics
+
+    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+        from shared.images import save_confusion, save_latent_scatter, save_panels  # matplotlib only when pictures are drawn
+
+        codes = self.encode_test_set(predict)
+        paths = [out_dir / "latent.png"]
+        save_latent_scatter(paths[0], codes["z"], self.data.test_y, f"{title}\ntest codes z = Q(x)", self.hp.prior_std)
+        if self.variant != "unsupervised":
+            rows = 10  # one z per row, the ten digits across
+            z = np.repeat(self.prior(np.random.default_rng(EVAL_NOISE_SEED), rows), self.hp.n_classes, axis=0)
+            y = one_hot(np.tile(np.arange(self.hp.n_classes), rows), self.hp.n_classes)
+            images = predict("decode", z, y)["images"]
+            paths.append(out_dir / "style_grid.png")
+            save_panels(paths[-1], [("rows: z ~ prior; columns: the digit given to the decoder", images)], suptitle=title)
+        if self.semisupervised:
+            predictions = codes["class_logits"].argmax(-1)
+            paths.append(out_dir / "confusion.png")
+            save_confusion(paths[-1], confusion_matrix(self.data.test_y, predictions, self.hp.n_classes), [str(d) for d in range(10)], title)
+        return paths
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
 def to_tanh_range(images: np.ndarray) -> np.ndarray:
     """[0, 1] -> [-1, 1], the range of the generator's tanh."""
     return images * 2.0 - 1.0
@@ -350,5 +463,5 @@ class RnnTask(ClassifierTask):
 
 TASKS: dict[str, type[Task]] = {
     "vae_mlp": VaeMlpTask, "mlp": MlpTask, "cnn": CnnTask, "rnn": RnnTask,
-    "autoencoder": AutoencoderTask, "vae": VaeTask, "gan": GanTask,
+    "autoencoder": AutoencoderTask, "vae": VaeTask, "gan": GanTask, "aae": AaeTask,
 }

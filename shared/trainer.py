@@ -69,6 +69,8 @@ def build_parser(framework: str) -> ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights, batch order and noise")
     p.add_argument("--data-dir", type=Path, help="folder of MNIST IDX files (train-*, t10k-*; MNIST/raw layout too); for rnn, of Language.txt files")
     p.add_argument("--test-dir", type=Path, help="folder whose t10k-* IDX files replace the test split")
+    p.add_argument("--labels", type=positive_int, metavar="N",
+                   help="aae --variant semisupervised: training images that keep their labels, N/10 per digit (default 100)")
     p.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from this safetensors file")
     p.add_argument("--out", type=Path, help="output folder (default: runs/ARCH-FRAMEWORK)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
@@ -99,6 +101,8 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
     if args.variant is not None and args.variant not in variants(args.arch):
         raise UserError(f"--variant {args.variant}: {args.arch} has {', '.join(variants(args.arch))}")
     task = TASKS[args.arch].load(args.variant, args.data_dir, args.test_dir)
+    if args.labels is not None:
+        task.set_labels(args.labels)
     hp = task.hp
     epochs = hp.epochs if args.epochs is None else args.epochs
     batch_size = args.batch_size or hp.batch_size
@@ -117,6 +121,7 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
         "arch": args.arch, "variant": task.variant, "framework": backend.framework, "device": backend.device_name(),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": args.seed,
         "data": task.source, "init": str(args.init) if args.init else None,
+        **task.config(),
         "versions": backend.versions(),
     }
     print(f"{label(args.arch, task.variant)} in {backend.framework} on {config['device']}: {config['data']}", file=sys.stderr)

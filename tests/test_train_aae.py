@@ -1,0 +1,76 @@
+"""Training the adversarial autoencoders end to end, all three variants, in both frameworks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jax_impl.train import main as jax_train
+from shared.tasks import TASKS
+from shared.weights import load_weights
+from tests.conftest import REPO_ROOT
+from torch_impl.train import main as torch_train
+
+TRAIN = {"torch": torch_train, "jax": jax_train}
+PNG = b"\x89PNG\r\n\x1a\n"
+LOSSES = {
+    "unsupervised": {"train_recon_loss", "train_d_loss", "train_g_loss"},
+    "supervised": {"train_recon_loss", "train_d_loss", "train_g_loss"},
+    "semisupervised": {"train_recon_loss", "train_d_loss", "train_d_cat_loss", "train_g_loss", "train_class_loss"},
+}
+PICTURES = {
+    "unsupervised": ["latent.png"],
+    "supervised": ["latent.png", "style_grid.png"],
+    "semisupervised": ["latent.png", "style_grid.png", "confusion.png"],
+}
+
+
+@pytest.mark.slow  # six runs, ~45 s: kept out of the default suite's 10-minute budget
+@pytest.mark.parametrize("variant", list(LOSSES))
+@pytest.mark.parametrize("framework", TRAIN)
+def test_each_variant_trains_and_draws_its_pictures(framework, variant, tmp_path):
+    metrics = TRAIN[framework](["aae", "--variant", variant, "--epochs", "1", "--out", str(tmp_path)])
+    (last,) = metrics["epochs"]
+    assert set(last) >= LOSSES[variant] | {"test_bce"}
+    assert last["test_bce"] < 0.3 < np.log(2)  # ~0.25-0.28 after one epoch; 0.69 for a model that predicts 0.5 everywhere
+    if variant == "semisupervised":
+        assert metrics["config"]["labels"] == 100 and metrics["config"]["unlabelled"] == 3900
+        assert last["test_error"] < 0.5  # ~0.3 after one epoch on 100 labels; chance is 0.9
+    keys = load_weights(tmp_path / "weights.safetensors")
+    assert ("discriminator_cat.lin1.weight" in keys) == (variant == "semisupervised")
+    assert keys["decoder.lin1.weight"].shape[1] == (2 if variant == "unsupervised" else 12)  # z, or [one-hot, z]
+    for name in PICTURES[variant]:
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+
+
+def test_labelled_subset_is_balanced_fixed_and_apart_from_the_unlabelled():
+    task = TASKS["aae"].load("semisupervised")
+    task.set_labels(1000)
+    y = task.data.train_y
+    assert np.bincount(y[task.labelled]).tolist() == [100] * 10
+    assert not set(task.labelled) & set(task.unlabelled) and len(task.labelled) + len(task.unlabelled) == len(y)
+    again = TASKS["aae"].load("semisupervised")
+    again.set_labels(1000)
+    np.testing.assert_array_equal(again.labelled, task.labelled)
+    x, z, y_prior, x_l, y_l = task.train_batch(np.arange(100), np.random.default_rng(0))
+    assert set(map(tuple, x_l)) <= set(map(tuple, task.data.train_x[task.labelled]))
+    assert (y_prior.sum(1) == 1).all() and z.std() == pytest.approx(1.0, rel=0.2)  # prior N(0, 1) in this variant
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--variant", "unsupervised", "--labels", "100"], "--labels: only aae --variant semisupervised takes labels"),
+        (["--variant", "semisupervised", "--labels", "15"], "--labels 15: expected a multiple of 10"),
+        (["--variant", "semisupervised", "--labels", "4000"], "--labels 4000: expected a multiple of 10 between 10 and 3990"),
+    ],
+)
+def test_bad_labels_are_one_line_errors(args, expected, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch_impl.train", "aae", *args, "--epochs", "0", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
