@@ -104,6 +104,13 @@ def _phases(k: int, stride: int, padding: int, n_out: int) -> list[tuple[int, in
     return phases
 
 
+def _window_padding(phases: list[tuple[int, int, list[tuple[int, int]]]], size: int) -> tuple[int, int]:
+    """Zeros before and after an input axis of `size`, so that every window m + c - t of `phases` lies inside."""
+    before = max(max(t - c for _, c, taps in phases for t, _ in taps), 0)
+    after = max(max(n - 1 + c for n, c, _ in phases) - (size - 1), 0)
+    return before, after
+
+
 def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
     """torch's conv_transpose2d(stride, padding) of NHWC `x` with nnx.ConvTranspose's (kh, kw, in, out) kernel, as matmuls."""
     b, h, w, c_in = x.shape
@@ -111,10 +118,7 @@ def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, paddi
     taps = kernel[::-1, ::-1]  # nnx's kernel is torch's flipped in space
     h_out, w_out = (h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k
     rows, cols = _phases(k, stride, padding, h_out), _phases(k, stride, padding, w_out)
-    # zeros around the input, so that every window m + c - t lies inside
-    top, left = (max(max(t - c for _, c, ts in axis for t, _ in ts), 0) for axis in (rows, cols))
-    bottom = max(max(n - 1 + c for n, c, _ in rows) - (h - 1), 0)
-    right = max(max(n - 1 + c for n, c, _ in cols) - (w - 1), 0)
+    (top, bottom), (left, right) = _window_padding(rows, h), _window_padding(cols, w)
     x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     n_h, n_w = -(-h_out // stride), -(-w_out // stride)
     phase_rows = []

@@ -314,11 +314,10 @@ class AaeTask(Task):
 
     def evaluate(self, predict: Predict) -> dict[str, float]:
         x, y = self.data.test_x, self.data.test_y
-        logits = predict_in_batches(predict, "eval_outputs", x, one_hot(y, self.hp.n_classes))["logits"]
-        metrics = {"test_bce": float(-bernoulli_log_likelihood(x, logits).mean() / IMAGE_DIM)}
+        out = predict_in_batches(predict, "eval_outputs", x, one_hot(y, self.hp.n_classes))
+        metrics = {"test_bce": float(-bernoulli_log_likelihood(x, out["logits"]).mean() / IMAGE_DIM)}
         if self.semisupervised:
-            class_logits = self.encode_test_set(predict)["class_logits"]
-            metrics["test_error"] = float(np.mean(class_logits.argmax(-1) != y))
+            metrics["test_error"] = float(np.mean(out["class_logits"].argmax(-1) != y))
         return metrics
 
     def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
