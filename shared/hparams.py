@@ -121,7 +121,7 @@ class AaeHparams:
 
     input_dim: int = 784
     hidden_dim: int = 1000
-    z_dim: int = 2
+    z_dim: int = 2  # the blog post's 2-d codes; the semi-supervised script's 10
     n_classes: int = 10
     dropout: float = 0.2
     prior_std: float = 5.0  # z_real ~ N(0, prior_std^2 I)
@@ -144,7 +144,7 @@ GAN = GanHparams()
 AAE_UNSUPERVISED = AaeHparams()
 AAE_SUPERVISED = AaeHparams()
 AAE_SEMISUPERVISED = AaeHparams(
-    dropout=0.25, prior_std=1.0, gen_lr=6e-4, reg_lr=8e-4, semi_lr=1e-3, lr=6e-4, epochs=100, labels=100,
+    z_dim=10, dropout=0.25, prior_std=1.0, gen_lr=6e-4, reg_lr=8e-4, semi_lr=1e-3, lr=6e-4, epochs=100, labels=100,
 )
 # lr 0.1 learns the classic names faster but overflows on the embedded ones (up to 40
 # letters: the hidden update is linear, so an eigenvalue of the recurrent matrix above 1

@@ -244,7 +244,8 @@ class AaeTask(Task):
     """Adversarial autoencoder (three variants) on MNIST in [0, 1].
 
     unsupervised / supervised: judged by the test reconstruction BCE; pictures:
-    the test set's 2-d codes coloured by digit (the prior's 1 and 2 standard
+    the test set's codes coloured by digit (z[0] and z[1], all of z but the
+    semi-supervised variant's 10-d one; the prior's 1 and 2 standard
     deviations drawn), and a style grid (rows: one z each, columns: the digit
     given to the decoder; supervised and semi-supervised).
     semisupervised: `labels` training images (as many of each digit) keep

@@ -40,7 +40,8 @@ def test_each_variant_trains_and_draws_its_pictures(framework, variant, tmp_path
         assert last["test_error"] < 0.5  # ~0.3 after one epoch on 100 labels; chance is 0.9
     keys = load_weights(tmp_path / "weights.safetensors")
     assert ("discriminator_cat.lin1.weight" in keys) == (variant == "semisupervised")
-    assert keys["decoder.lin1.weight"].shape[1] == (2 if variant == "unsupervised" else 12)  # z, or [one-hot, z]
+    # P's input: z (2-d), [one-hot label, z], [softmax(class logits), z (10-d)]
+    assert keys["decoder.lin1.weight"].shape[1] == {"unsupervised": 2, "supervised": 12, "semisupervised": 20}[variant]
     for name in PICTURES[variant]:
         assert (tmp_path / name).read_bytes()[:8] == PNG
 

@@ -1,10 +1,10 @@
 """Adversarial autoencoder in PyTorch (ARCHITECTURES.md, "Adversarial autoencoders"), three variants.
 
-Q (encoder) 784 -> 1000 -> 1000 -> z (2-d, linear), P (decoder) -> 1000 ->
-1000 -> 784, D (discriminator) z -> 1000 -> 1000 -> 1; Linear, dropout,
-ReLU per hidden layer. D learns to tell prior samples z ~ N(0, prior_std^2 I)
-from codes Q(x), and Q, as its generator, learns to fool it: the adversarial
-game replaces a VAE's KL term. Every minibatch runs three phases, each with
+Q (encoder) 784 -> 1000 -> 1000 -> z (linear; 2-d, 10-d semi-supervised),
+P (decoder) -> 1000 -> 1000 -> 784, D (discriminator) z -> 1000 -> 1000 -> 1;
+Linear, dropout, ReLU per hidden layer. D learns to tell prior samples
+z ~ N(0, prior_std^2 I) from codes Q(x), and Q, as its generator, learns to
+fool it: the adversarial game replaces a VAE's KL term. Every minibatch runs three phases, each with
 its own Adam optimizer(s): (1) reconstruction, Q and P on the BCE of P(Q(x));
 (2) regularisation, D on its loss, Q in eval mode (no dropout) making the
 codes; (3) regularisation, Q back in train mode, on the generator loss.
@@ -20,11 +20,11 @@ ReLU after its second layer (added); D and P return logits, and every loss
 takes logits (log-sigmoid / softplus) where the source took logs of
 sigmoids plus TINY = 1e-15 (the same values, without log(0) or TINY's bias);
 the classifier's cross-entropy is applied to the class logits, where the
-source applied it to softmax outputs (softmax twice). The prior's std is
-the variant's (5; 1 for semi-supervised, as its script), and every random
-draw (prior samples, categorical samples) is the caller's. D_cat is D's
-network on the 10-d code (the script's D_cat drops out once, after its first
-ReLU). Twin of jax_impl/aae.py: diff the two.
+source applied it to softmax outputs (softmax twice). The prior's std and
+z's size are the variant's (5 and 2; 1 and 10 for semi-supervised, as its
+script), and every random draw (prior samples, categorical samples) is the
+caller's. D_cat is D's network on the 10-d code (the script's D_cat drops
+out once, after its first ReLU). Twin of jax_impl/aae.py: diff the two.
 """
 from __future__ import annotations
 
