@@ -1,15 +1,16 @@
 """torch.optim.Adam and optax.adam take the same steps, up to optax's float32 bias correction.
 
-Every Adam trajectory tolerance in tests/tolerances.py rests on this: both
-follow Kingma and Ba's Algorithm 1, but optax evaluates the bias corrections
-1 - b1**t and 1 - b2**t in float32 (0.999 becomes 0.99900001, and b2**t is
-rounded again), so 1 - b2**t comes out 7e-6 to 2e-5 (relative) too small and
-every JAX step is 3e-6 to 1e-5 shorter than the exact one, in every entry at
-once; torch computes the corrections in float64. The tests pin both against a
-float64 numpy Adam: torch's steps are the exact ones, optax's are the ones
-with its own float32 corrections. If optax ever computes exact corrections,
-the second test fails and the AAE's trajectory bound can tighten
-(AAE_TRAJECTORY_LOSS_RTOL).
+The Adam trajectory tolerances in tests/tolerances.py rest on this (the
+AAE's most, with four to six optimizers a step): both follow Kingma and Ba's
+Algorithm 1, but optax evaluates the bias corrections 1 - b1**t and
+1 - b2**t in float32 (0.999 becomes 0.99900001, and b2**t is rounded again),
+so 1 - b2**t comes out 7e-6 to 2e-5 (relative) too small and every JAX step
+is 3e-6 to 1e-5 shorter than the exact one, in every entry at once; torch
+computes the corrections in float64. The tests pin both against a float64
+numpy Adam: torch's steps are the exact ones, optax's are the ones with its
+own float32 corrections. If optax ever computes exact corrections, the
+second test fails and the AAE's trajectory bounds can tighten
+(AAE_TRAJECTORY_LOSS_RTOL, AAE_SEMI_*).
 """
 from __future__ import annotations
 

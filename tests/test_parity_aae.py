@@ -39,7 +39,7 @@ from torch_impl import weights as torch_weights
 VARIANTS = variants("aae")
 BATCH = hparams("aae").batch_size
 N, C = 1000, 10  # hidden units, classes
-Z_DIM = {"unsupervised": 2, "supervised": 2, "semisupervised": 10}  # the blog post's figures; the semi-supervised script
+Z_DIM = {"unsupervised": 2, "supervised": 2, "semisupervised": 10}  # the blog post's 2-d; its semi-supervised script's 10
 PHASES = {  # phase -> the networks it updates (whose gradients it produces)
     "reconstruction": ("encoder", "decoder"),
     "discriminator": ("discriminator", "discriminator_cat"),

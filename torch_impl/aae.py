@@ -4,10 +4,11 @@ Q (encoder) 784 -> 1000 -> 1000 -> z (linear; 2-d, 10-d semi-supervised),
 P (decoder) -> 1000 -> 1000 -> 784, D (discriminator) z -> 1000 -> 1000 -> 1;
 Linear, dropout, ReLU per hidden layer. D learns to tell prior samples
 z ~ N(0, prior_std^2 I) from codes Q(x), and Q, as its generator, learns to
-fool it: the adversarial game replaces a VAE's KL term. Every minibatch runs three phases, each with
-its own Adam optimizer(s): (1) reconstruction, Q and P on the BCE of P(Q(x));
-(2) regularisation, D on its loss, Q in eval mode (no dropout) making the
-codes; (3) regularisation, Q back in train mode, on the generator loss.
+fool it: the adversarial game replaces a VAE's KL term. Every minibatch
+runs three phases, each with its own Adam optimizer(s): (1) reconstruction,
+Q and P on the BCE of P(Q(x)); (2) regularisation, D on its loss, Q in eval
+mode (no dropout) making the codes; (3) regularisation, Q back in train
+mode, on the generator loss.
 `unsupervised`: P sees z. `supervised`: P sees [one-hot label, z], so z
 keeps the style and the label the digit. `semisupervised`: Q also gives
 class logits; P sees [softmax(logits), z]; a second discriminator D_cat
