@@ -154,8 +154,9 @@ def conv_transpose(
     dilated by `stride` (zeros between pixels), padded by k - 1 - padding
     on each side, with the kernel flipped in space; nnx.ConvTranspose takes
     that padding explicitly and does not flip, so the weight converter flips
-    (jax_impl/weights.py); on CPU it runs as matmuls (ConvTranspose). Init as torch's: U(+-1/sqrt(fan_in)) with torch's
-    fan_in of a transposed convolution, out_channels * kernel_size**2.
+    (jax_impl/weights.py); on CPU it runs as matmuls (ConvTranspose). Init as
+    torch's: U(+-1/sqrt(fan_in)) with torch's fan_in of a transposed
+    convolution, out_channels * kernel_size**2.
     """
     bound = 1.0 / math.sqrt(out_channels * kernel_size * kernel_size)
     edge = kernel_size - 1 - padding

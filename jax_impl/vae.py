@@ -22,6 +22,7 @@ import optax
 from flax import nnx
 
 from jax_impl.layers import BatchNorm, center_crop, conv, conv_transpose, linear
+from jax_impl.vae_mlp import bernoulli_log_likelihood  # log p(x|z) per image from logits, the MLP VAE's
 from shared.hparams import VAE as HP
 
 
@@ -71,11 +72,6 @@ def init_model(seed: int) -> VAE:
 
 def reparameterize(mean: jax.Array, logvar: jax.Array, eps: jax.Array) -> jax.Array:
     return mean + jnp.exp(0.5 * logvar) * eps
-
-
-def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
-    """log p(x|z) per image, summed over the pixels, from logits (stable; no eps inside logs)."""
-    return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)  # one softplus per pixel (see jax_impl/vae_mlp.py)
 
 
 def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:

@@ -25,6 +25,14 @@ def tile(images: np.ndarray, ncols: int = 10, pad: int = 1) -> np.ndarray:
     return grid
 
 
+def _save(fig, path: str | Path) -> None:
+    """Lay out, write (making the folder) and close a figure."""
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def save_panels(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], ncols: int = 10, suptitle: str = "") -> None:
     """Save side-by-side titled grids of digits as one PNG."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
@@ -34,10 +42,7 @@ def save_panels(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], ncol
         ax.axis("off")
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_confusion(path: str | Path, counts: np.ndarray, class_names: Sequence[str], title: str = "") -> None:
@@ -60,10 +65,7 @@ def save_confusion(path: str | Path, counts: np.ndarray, class_names: Sequence[s
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{title}\ntest accuracy {accuracy:.2%} ({counts.sum()} examples; colour: fraction of the row)", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_class_histogram(path: str | Path, counts: np.ndarray, title: str = "") -> None:
@@ -79,10 +81,7 @@ def save_class_histogram(path: str | Path, counts: np.ndarray, title: str = "") 
     ax.set_ylabel("generated digits")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_latent_scatter(path: str | Path, z: np.ndarray, labels: np.ndarray, title: str = "", prior_std: float = 1.0) -> None:
@@ -100,7 +99,4 @@ def save_latent_scatter(path: str | Path, z: np.ndarray, labels: np.ndarray, tit
     ax.set_ylabel("z[1]")
     ax.set_title(title, fontsize=10)
     ax.legend(markerscale=3, fontsize=8, loc="upper right", ncol=2)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)

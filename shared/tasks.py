@@ -310,9 +310,6 @@ class AaeTask(Task):
         picked = self.labelled[rng.choice(len(self.labelled), len(idx), replace=len(self.labelled) < len(idx))]
         return x, z, y_prior, self.data.train_x[picked], self.data.train_y[picked]
 
-    def encode_test_set(self, predict: Predict) -> dict[str, np.ndarray]:
-        return predict_in_batches(predict, "encode", self.data.test_x)
-
     def evaluate(self, predict: Predict) -> dict[str, float]:
         x, y = self.data.test_x, self.data.test_y
         out = predict_in_batches(predict, "eval_outputs", x, one_hot(y, self.hp.n_classes))
@@ -324,7 +321,7 @@ class AaeTask(Task):
     def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
         from shared.images import save_confusion, save_latent_scatter, save_panels  # matplotlib only when pictures are drawn
 
-        codes = self.encode_test_set(predict)
+        codes = predict_in_batches(predict, "encode", self.data.test_x)
         paths = [out_dir / "latent.png"]
         save_latent_scatter(paths[0], codes["z"], self.data.test_y, f"{title}\ntest codes z = Q(x)", self.hp.prior_std)
         if self.variant != "unsupervised":
@@ -337,7 +334,7 @@ class AaeTask(Task):
         if self.semisupervised:
             predictions = codes["class_logits"].argmax(-1)
             paths.append(out_dir / "confusion.png")
-            save_confusion(paths[-1], confusion_matrix(self.data.test_y, predictions, self.hp.n_classes), [str(d) for d in range(10)], title)
+            save_confusion(paths[-1], confusion_matrix(self.data.test_y, predictions, self.hp.n_classes), [str(d) for d in range(self.hp.n_classes)], title)
         return paths
 
 

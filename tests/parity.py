@@ -8,10 +8,22 @@ import torch
 from flax import nnx
 
 from jax_impl import weights as jax_weights
+from shared.data import load_embedded_mnist
 from tests.tolerances import TRAJECTORY_LOSS_RTOL, TRAJECTORY_OUTLIER_MAX_FRACTION, TRAJECTORY_PARAM_ATOL
 from torch_impl import weights as torch_weights
 
 DIRECTIONS = ["torch->jax", "jax->torch"]
+
+
+def shuffled_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embedded split as (train images, train labels, test images), the training set shuffled once.
+
+    Shuffled because the split is stored in label order: consecutive batches
+    would each hold a single digit, a degenerate case for BatchNorm.
+    """
+    mnist = load_embedded_mnist()
+    order = np.random.default_rng(7).permutation(len(mnist.train_x))
+    return mnist.train_x[order], mnist.train_y[order], mnist.test_x
 
 
 def paired_models(torch_arch, jax_arch, direction: str, seed: int = 0, **model_kwargs):
@@ -41,6 +53,12 @@ def assert_close(actual, expected, rtol: float, what: str) -> None:
     scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
     err = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
     assert err <= rtol * scale, f"{what}: max |diff| {err:.3g} > {rtol:g} x max |expected| {scale:.3g}"
+
+
+def assert_both_equal_reference(torch_value, jax_value, expected, rtol: float, what: str) -> None:
+    """Each framework's value against an independent float64 numpy computation of the same thing."""
+    assert_close(torch_value, expected, rtol, f"torch {what} vs numpy")
+    assert_close(jax_value, expected, rtol, f"jax {what} vs numpy")
 
 
 def assert_state_dicts_close(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], rtol: float, what: str) -> None:

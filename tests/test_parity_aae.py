@@ -25,9 +25,8 @@ from flax import nnx
 from jax_impl import aae as jaae
 from jax_impl import weights as jax_weights
 from jax_impl.training import CompiledStep
-from shared.data import load_embedded_mnist
 from shared.hparams import hparams, variants
-from tests.parity import DIRECTIONS, assert_close, paired_models
+from tests.parity import DIRECTIONS, assert_both_equal_reference, assert_close, paired_models, shuffled_mnist
 from tests.tolerances import (
     AAE_GRAD_RTOL, AAE_SEMI_DISPLACEMENT_RTOL, AAE_SEMI_TRAJECTORY_LOSS_RTOL, AAE_TRAJECTORY_LOSS_RTOL,
     FLOAT64_GRAD_RTOL, FORWARD_RTOL, LOSS_RTOL, TRAJECTORY_FLOAT64_RTOL, TRAJECTORY_LOSS_RTOL,
@@ -65,9 +64,8 @@ def torch_on_one_thread():
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     """The embedded training split (images in [0, 1], integer labels), shuffled once (it is stored in label order)."""
-    mnist = load_embedded_mnist()
-    order = np.random.default_rng(7).permutation(len(mnist.train_x))
-    return mnist.train_x[order], mnist.train_y[order]
+    train_x, train_y, _ = shuffled_mnist()
+    return train_x, train_y
 
 
 def make_batches(data, variant: str, count: int = 10) -> list[tuple[np.ndarray, ...]]:
@@ -383,8 +381,7 @@ def test_outputs_of_every_network_agree_and_equal_a_float64_numpy_forward_pass(m
         t, j = t_out[what].numpy(), np.asarray(j_out[what])
         assert t.shape == j.shape == e.shape, what
         assert_close(j, t, FORWARD_RTOL, what)
-        assert_close(t, e, FORWARD_RTOL, f"torch {what} vs numpy")
-        assert_close(j, e, FORWARD_RTOL, f"jax {what} vs numpy")
+        assert_both_equal_reference(t, j, e, FORWARD_RTOL, what)
     assert expected["D"].shape == (BATCH,) and expected["eval logits"].shape == (BATCH, 784)
     if variant == "supervised":  # P's labels matter: other digits give other images
         other = _sigmoid(ref.decoder(z_prior, np.roll(y_onehot, 1, axis=1)))
@@ -416,8 +413,7 @@ def check_phases(torch_model, jax_model, variant: str, b: dict, dtype: str) -> N
     for phase, ((t_losses, t_grads), (j_losses, j_grads)) in results.items():
         assert len(t_losses) == len(j_losses) == len(expected[phase]) == (2 if phase == "discriminator" and variant == "semisupervised" else 1)
         for t, j, e in zip(t_losses, j_losses, expected[phase]):
-            assert_close(t, e, loss_rtol, f"torch {phase} loss vs numpy")
-            assert_close(j, e, loss_rtol, f"jax {phase} loss vs numpy")
+            assert_both_equal_reference(t, j, e, loss_rtol, f"{phase} loss")
         keys = network_keys(dict(torch_model.named_parameters()), PHASES[phase])
         assert sorted(t_grads) == sorted(j_grads) == sorted(keys), phase
         for key in keys:

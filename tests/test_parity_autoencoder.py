@@ -17,12 +17,11 @@ from flax import nnx
 
 from jax_impl import autoencoder as jae
 from jax_impl import weights as jax_weights
-from shared.data import load_embedded_mnist
 from shared.hparams import AUTOENCODER
 from tests.numpy_reference import numpy_conv2d, numpy_conv_transpose2d
 from tests.parity import (
-    DIRECTIONS, assert_close, assert_same_trajectory, assert_state_dicts_close, loss_and_grads, paired_models,
-    trajectories,
+    DIRECTIONS, assert_both_equal_reference, assert_close, assert_same_trajectory, assert_state_dicts_close,
+    loss_and_grads, paired_models, shuffled_mnist, trajectories,
 )
 from tests.tolerances import CONV_GRAD_RTOL, FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL
 from torch_impl import autoencoder as tae
@@ -39,8 +38,7 @@ N_PARAMS = {
 @pytest.fixture(scope="module")
 def batches() -> list[np.ndarray]:
     """Ten real MNIST batches (B, 784) in [0, 1], the training split shuffled once (it is stored in label order)."""
-    x = load_embedded_mnist().train_x
-    x = x[np.random.default_rng(7).permutation(len(x))]
+    x = shuffled_mnist()[0]
     return [x[i * BATCH : (i + 1) * BATCH] for i in range(10)]
 
 
@@ -135,8 +133,7 @@ def test_forward_outputs_agree_and_equal_a_float64_numpy_forward_pass(models, va
     assert list(t_out) == list(j_out) == ["logits"]
     assert t_out["logits"].shape == (BATCH, 784)
     assert_close(j_out["logits"], t_out["logits"], FORWARD_RTOL, "logits")
-    assert_close(t_out["logits"], expected, FORWARD_RTOL, "torch logits vs numpy")
-    assert_close(j_out["logits"], expected, FORWARD_RTOL, "jax logits vs numpy")
+    assert_both_equal_reference(t_out["logits"], j_out["logits"], expected, FORWARD_RTOL, "logits")
     assert_close(t_recon, 1 / (1 + np.exp(-expected)), FORWARD_RTOL, "torch reconstruction vs numpy sigmoid")
     assert_close(j_recon, 1 / (1 + np.exp(-expected)), FORWARD_RTOL, "jax reconstruction vs numpy sigmoid")
 

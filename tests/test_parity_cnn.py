@@ -20,12 +20,12 @@ from jax_impl import cnn as jcnn
 from jax_impl import weights as jax_weights
 from jax_impl.layers import BatchNorm, conv
 from jax_impl.training import CompiledStep
-from shared.data import load_embedded_mnist
 from shared.hparams import CNN
 from shared.weights import load_weights
 from tests.numpy_reference import numpy_conv2d
 from tests.parity import (
-    DIRECTIONS, assert_close, assert_state_dicts_close, loss_and_grads, paired_models, trajectories,
+    DIRECTIONS, assert_both_equal_reference, assert_close, assert_state_dicts_close, loss_and_grads, paired_models,
+    shuffled_mnist, trajectories,
 )
 from tests.tolerances import (
     BATCHNORM_CONV_GRAD_RTOL, BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, BATCHNORM_TRAJECTORY_LOSS_RTOL,
@@ -43,14 +43,8 @@ N_PARAMS = (16 * 1 * 1 * 1) + 2 * 16 + (32 * 16 * 3 * 3) + 2 * 32 + (64 * 32 * 3
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train images, their labels, test images) of the embedded MNIST split, training set shuffled once.
-
-    Shuffled because the split is stored in label order: consecutive batches
-    would each hold a single digit, a degenerate case for BatchNorm.
-    """
-    mnist = load_embedded_mnist()
-    order = np.random.default_rng(7).permutation(len(mnist.train_x))
-    return mnist.train_x[order], mnist.train_y[order], mnist.test_x
+    """(train images, their labels, test images) of the embedded MNIST split, training set shuffled once."""
+    return shuffled_mnist()
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +155,7 @@ def test_train_mode_logits_and_running_statistics_agree(models, batches):
     t_sd, j_sd = torch_weights.state_dict_from_model(torch_model), jax_weights.state_dict_from_model(jax_model)
     expected = numpy_logits(t_sd, x, batch_statistics=True)  # the weights do not change in a forward pass
     assert_close(j_logits, t_logits, FORWARD_RTOL, "train-mode logits")
-    assert_close(t_logits, expected, FORWARD_RTOL, "torch train-mode logits vs numpy")
-    assert_close(j_logits, expected, FORWARD_RTOL, "jax train-mode logits vs numpy")
+    assert_both_equal_reference(t_logits, j_logits, expected, FORWARD_RTOL, "train-mode logits")
     assert_state_dicts_close(running_statistics(j_sd), running_statistics(t_sd), FORWARD_RTOL, "after one batch,")
     for key in COUNTERS:
         assert j_sd[key] == t_sd[key] == 1, key
@@ -192,8 +185,7 @@ def test_eval_logits_equal_a_float64_numpy_forward_pass(trained_models, data):
         t_logits = torch_model.eval()(torch.from_numpy(x)).numpy()
     jax_model.eval()
     j_logits = np.asarray(jax_model(jnp.asarray(x)))
-    assert_close(t_logits, expected, FORWARD_RTOL, "torch eval logits vs numpy")
-    assert_close(j_logits, expected, FORWARD_RTOL, "jax eval logits vs numpy")
+    assert_both_equal_reference(t_logits, j_logits, expected, FORWARD_RTOL, "eval logits")
 
 
 def test_loss_is_the_cross_entropy_and_every_gradient_agrees(models, batches):
@@ -268,8 +260,7 @@ def test_conv2d_converts_both_ways(stride, padding):
         t_out = t_conv(torch.from_numpy(x)).numpy()
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)  # NHWC in and out
     expected = numpy_conv2d(x.astype(np.float64), t_sd["weight"].astype(np.float64), t_sd["bias"], stride, padding)
-    assert_close(t_out, expected, FORWARD_RTOL, "torch conv vs numpy")
-    assert_close(j_out, expected, FORWARD_RTOL, "jax conv vs numpy")
+    assert_both_equal_reference(t_out, j_out, expected, FORWARD_RTOL, "conv")
     back = jax_weights.state_dict_from_model(j_conv)
     assert back.keys() == t_sd.keys()
     for key in t_sd:

@@ -24,10 +24,12 @@ from flax import nnx
 from jax_impl import gan as jgan
 from jax_impl import weights as jax_weights
 from jax_impl.training import CompiledStep
-from shared.data import load_embedded_mnist
 from shared.hparams import GAN
 from tests.numpy_reference import numpy_batchnorm, numpy_conv2d, numpy_conv_transpose2d
-from tests.parity import DIRECTIONS, assert_close, assert_state_dicts_close, jax_grads, paired_models, torch_grads
+from tests.parity import (
+    DIRECTIONS, assert_both_equal_reference, assert_close, assert_state_dicts_close, jax_grads, paired_models,
+    shuffled_mnist, torch_grads,
+)
 from tests.tolerances import (
     BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, BATCHNORM_TRAJECTORY_STATS_RTOL, FLOAT64_GRAD_RTOL, FORWARD_RTOL,
     GAN_GENERATOR_DISPLACEMENT_RTOL, GAN_GRAD_RTOL, GAN_TRAJECTORY_LOSS_RTOL, LOSS_RTOL, TRAJECTORY_FLOAT64_RTOL,
@@ -52,14 +54,9 @@ FLOAT64_BATCH = 16
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
-    """(train images, test images) of the embedded MNIST split scaled to [-1, 1], the training set shuffled once.
-
-    Shuffled because the split is stored in label order: consecutive batches
-    would each hold a single digit, a degenerate case for BatchNorm.
-    """
-    mnist = load_embedded_mnist()
-    order = np.random.default_rng(7).permutation(len(mnist.train_x))
-    return mnist.train_x[order] * 2 - 1, mnist.test_x * 2 - 1
+    """(train images, test images) of the embedded MNIST split scaled to [-1, 1], the training set shuffled once."""
+    train_x, _, test_x = shuffled_mnist()
+    return train_x * 2 - 1, test_x * 2 - 1
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +190,7 @@ def test_train_mode_outputs_and_running_statistics_agree(models, batches):
         ("logits", t_logits, j_logits, numpy_discriminator(t_sd, x, batch_statistics=True)),
     ):
         assert_close(j_out, t_out, FORWARD_RTOL, f"train-mode {what}")
-        assert_close(t_out, expected, FORWARD_RTOL, f"torch train-mode {what} vs numpy")
-        assert_close(j_out, expected, FORWARD_RTOL, f"jax train-mode {what} vs numpy")
+        assert_both_equal_reference(t_out, j_out, expected, FORWARD_RTOL, f"train-mode {what}")
     assert t_images.shape == (BATCH, 784) and t_logits.shape == (BATCH,)
     t_sd, j_sd = state_dicts(torch_model, jax_model)
     assert_state_dicts_close(running_statistics(j_sd), running_statistics(t_sd), FORWARD_RTOL, "after one batch,")
@@ -220,8 +216,7 @@ def test_eval_mode_outputs_agree_and_equal_a_float64_numpy_forward_pass(trained_
         ("logits", t_logits, j_logits, numpy_discriminator(t_sd, x, batch_statistics=False)),
     ):
         assert_close(j_out, t_out, FORWARD_RTOL, f"eval-mode {what}")
-        assert_close(t_out, expected, FORWARD_RTOL, f"torch eval-mode {what} vs numpy")
-        assert_close(j_out, expected, FORWARD_RTOL, f"jax eval-mode {what} vs numpy")
+        assert_both_equal_reference(t_out, j_out, expected, FORWARD_RTOL, f"eval-mode {what}")
     assert t_images.shape == (BATCH, 784) and np.abs(t_images).max() <= 1
     # Eval mode really reads the running statistics: with batch statistics the images differ.
     assert np.abs(t_batch_stat_images - t_images).max() > 100 * FORWARD_RTOL
@@ -285,8 +280,7 @@ def test_discriminator_loss_and_every_gradient_agree(models, batches, dtype):
         j_loss, j_g = nnx.value_and_grad(jgan.discriminator_loss)(jax_model.discriminator, jax_model.generator, jnp.asarray(x), jnp.asarray(z))
         j_grads = jax_grads(jax_model.discriminator, j_g)
         t_sd, j_sd = state_dicts(torch_model, jax_model)
-    assert_close(t_loss.item(), expected, loss_rtol, "torch D loss vs numpy")
-    assert_close(float(j_loss), expected, loss_rtol, "jax D loss vs numpy")
+    assert_both_equal_reference(t_loss.item(), float(j_loss), expected, loss_rtol, "D loss")
     _assert_grads_agree(torch_grads(torch_model.discriminator), j_grads, torch_model.discriminator, dtype)
     assert all(p.grad is None for p in torch_model.generator.parameters()), "the fake images were not detached"
     assert_state_dicts_close(running_statistics(j_sd), running_statistics(t_sd), FORWARD_RTOL, "after the D loss,")
@@ -308,8 +302,7 @@ def test_generator_loss_and_every_gradient_agree(models, batches, dtype):
         j_loss, j_g = nnx.value_and_grad(jgan.generator_loss)(jax_model.generator, jax_model.discriminator, jnp.asarray(z))
         j_grads = jax_grads(jax_model.generator, j_g)
         t_sd, j_sd = state_dicts(torch_model, jax_model)
-    assert_close(t_loss.item(), expected, loss_rtol, "torch G loss vs numpy")
-    assert_close(float(j_loss), expected, loss_rtol, "jax G loss vs numpy")
+    assert_both_equal_reference(t_loss.item(), float(j_loss), expected, loss_rtol, "G loss")
     _assert_grads_agree(torch_grads(torch_model.generator), j_grads, torch_model.generator, dtype)
     assert_state_dicts_close(running_statistics(j_sd), running_statistics(t_sd), FORWARD_RTOL, "after the G loss,")
     assert j_sd[G_COUNTERS[0]] == t_sd[G_COUNTERS[0]] == 1 and j_sd[D_COUNTERS[0]] == t_sd[D_COUNTERS[0]] == 1

@@ -16,8 +16,8 @@ from jax_impl import mlp as jmlp
 from jax_impl import weights as jax_weights
 from shared.data import load_embedded_mnist
 from tests.parity import (
-    DIRECTIONS, assert_close, assert_same_trajectory, assert_state_dicts_close, loss_and_grads, paired_models,
-    trajectories,
+    DIRECTIONS, assert_both_equal_reference, assert_close, assert_same_trajectory, assert_state_dicts_close,
+    loss_and_grads, paired_models, trajectories,
 )
 from tests.tolerances import FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL
 from torch_impl import mlp as tmlp
@@ -72,8 +72,7 @@ def test_logits_agree_with_each_other_and_with_numpy(models, batches):
         t_logits = torch_model(torch.from_numpy(x)).numpy()
     j_logits = np.asarray(jax_model(jnp.asarray(x)))
     expected = numpy_logits(torch_weights.state_dict_from_model(torch_model), x)
-    assert_close(t_logits, expected, FORWARD_RTOL, "torch logits vs numpy")
-    assert_close(j_logits, expected, FORWARD_RTOL, "jax logits vs numpy")
+    assert_both_equal_reference(t_logits, j_logits, expected, FORWARD_RTOL, "logits")
 
 
 def test_loss_is_the_cross_entropy_and_every_gradient_agrees(models, batches):

@@ -22,12 +22,13 @@ from jax_impl import weights as jax_weights
 from jax_impl.layers import center_crop as jax_center_crop
 from jax_impl.layers import conv_transpose, conv_transpose_by_phases
 from jax_impl.training import CompiledStep
-from shared.data import binarize, load_embedded_mnist
+from shared.data import binarize
 from shared.hparams import VAE
 from shared.metrics import neg_elbo
 from tests.numpy_reference import numpy_batchnorm, numpy_conv2d, numpy_conv_transpose2d
 from tests.parity import (
-    DIRECTIONS, assert_close, assert_state_dicts_close, jax_grads, loss_and_grads, paired_models, torch_grads,
+    DIRECTIONS, assert_both_equal_reference, assert_close, assert_state_dicts_close, jax_grads, loss_and_grads,
+    paired_models, shuffled_mnist, torch_grads,
 )
 from tests.tolerances import (
     BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, BATCHNORM_TRAJECTORY_LOSS_RTOL, BATCHNORM_TRAJECTORY_STATS_RTOL,
@@ -61,14 +62,9 @@ N_PARAMS = (
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) binarised embedded MNIST images (B, 784), the training split shuffled once.
-
-    Shuffled because the split is stored in label order: consecutive batches
-    would each hold a single digit, a degenerate case for BatchNorm.
-    """
-    mnist = load_embedded_mnist()
-    order = np.random.default_rng(7).permutation(len(mnist.train_x))
-    return binarize(mnist.train_x[order]), binarize(mnist.test_x)
+    """(train, test) binarised embedded MNIST images (B, 784), the training split shuffled once."""
+    train_x, _, test_x = shuffled_mnist()
+    return binarize(train_x), binarize(test_x)
 
 
 @pytest.fixture(scope="module")
@@ -278,10 +274,8 @@ def test_reconstruct_and_sample_agree(trained_models, data):
         t_sample = {k: v.numpy() for k, v in tvae.sample(torch_model, torch.from_numpy(z), torch.from_numpy(u)).items()}
     j_recon = np.asarray(jvae.reconstruct(jax_model, jnp.asarray(x)))
     j_sample = {k: np.asarray(v) for k, v in jvae.sample(jax_model, jnp.asarray(z), jnp.asarray(u)).items()}
-    assert_close(t_recon, recon, FORWARD_RTOL, "torch reconstruction vs numpy")
-    assert_close(j_recon, recon, FORWARD_RTOL, "jax reconstruction vs numpy")
-    assert_close(t_sample["means"], means, FORWARD_RTOL, "torch sample means vs numpy")
-    assert_close(j_sample["means"], means, FORWARD_RTOL, "jax sample means vs numpy")
+    assert_both_equal_reference(t_recon, j_recon, recon, FORWARD_RTOL, "reconstruction")
+    assert_both_equal_reference(t_sample["means"], j_sample["means"], means, FORWARD_RTOL, "sample means")
     decided = np.abs(u - means) > 1e-5  # where rounding cannot decide between 0 and 1
     assert decided.mean() > 0.99
     for name, pixels in (("torch", t_sample["pixels"]), ("jax", j_sample["pixels"])):
@@ -495,8 +489,7 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)  # NHWC in and out
     expected = numpy_conv_transpose2d(x.astype(np.float64), t_sd["weight"].astype(np.float64), t_sd["bias"], stride, padding)
     assert expected.shape == (2, 5, (9 - 1) * stride - 2 * padding + kernel, (7 - 1) * stride - 2 * padding + kernel)
-    assert_close(t_out, expected, FORWARD_RTOL, "torch conv_transpose vs numpy")
-    assert_close(j_out, expected, FORWARD_RTOL, "jax conv_transpose vs numpy")
+    assert_both_equal_reference(t_out, j_out, expected, FORWARD_RTOL, "conv_transpose")
     back = jax_weights.state_dict_from_model(j_conv)
     assert back.keys() == t_sd.keys()
     for key in t_sd:

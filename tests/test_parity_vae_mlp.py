@@ -21,8 +21,8 @@ from shared.hparams import VAE_MLP
 from shared.metrics import neg_elbo
 from shared.weights import load_weights
 from tests.parity import (
-    DIRECTIONS, assert_close, assert_same_trajectory, assert_state_dicts_close, jax_grads, paired_models, torch_grads,
-    trajectories,
+    DIRECTIONS, assert_both_equal_reference, assert_close, assert_same_trajectory, assert_state_dicts_close,
+    jax_grads, paired_models, torch_grads, trajectories,
 )
 from tests.tolerances import FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL
 from torch_impl import vae_mlp as tvae
@@ -135,8 +135,7 @@ def test_loss_equals_a_plain_numpy_forward_pass(models, batches):
     expected = numpy_loss(torch_weights.state_dict_from_model(torch_model), x, eps)
     t_loss = tvae.loss_fn(torch_model, torch.from_numpy(x), torch.from_numpy(eps)).item()
     j_loss = float(jvae.loss_fn(jax_model, jnp.asarray(x), jnp.asarray(eps)))
-    assert_close(t_loss, expected, LOSS_RTOL, "torch loss vs numpy")
-    assert_close(j_loss, expected, LOSS_RTOL, "jax loss vs numpy")
+    assert_both_equal_reference(t_loss, j_loss, expected, LOSS_RTOL, "loss")
 
 
 def test_shared_metric_equals_the_loss_without_its_penalty(batches):

@@ -22,6 +22,7 @@ from torch import nn
 
 from shared.hparams import VAE as HP
 from torch_impl.layers import center_crop
+from torch_impl.vae_mlp import bernoulli_log_likelihood  # log p(x|z) per image from logits, the MLP VAE's
 
 
 class VAE(nn.Module):
@@ -70,11 +71,6 @@ def init_model(seed: int) -> VAE:
 
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return mean + torch.exp(0.5 * logvar) * eps
-
-
-def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log p(x|z) per image, summed over the pixels, from logits (stable; no eps inside logs)."""
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
