@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,6 @@ import numpy as np
 from shared.data import batch_indices
 from shared.errors import UserError
 from shared.tasks import TASKS, Task
-
 
 # Dropout draws its masks from each framework's own generator, so with it on
 # no two rows would compute the same losses; the CNN and the AAE are timed with p = 0 (the CNN's
@@ -23,7 +22,7 @@ def model_kwargs(arch: str, variant: str) -> dict:
     return {**benchmark_task(arch, variant).model_kwargs, **DETERMINISTIC_MODEL_KWARGS.get(arch, {})}
 
 
-@lru_cache(maxsize=None)
+@cache
 def benchmark_task(arch: str, variant: str) -> Task:
     """The architecture's task on its embedded data (MNIST subset, or the Faker-built names)."""
     return TASKS[arch].load(variant)
@@ -92,6 +91,6 @@ def count_step_flops(arch: str, variant: str, batch_size: int, steps: int, seed:
     for batch in timed:
         if shapes(batch) not in flops_of_shape:
             with FlopCounterMode(display=False) as counter:
-                getattr(module, task.step_name)(model, optimizer, *map(torch.from_numpy, batch))
+                task.train_step(module)(model, optimizer, *map(torch.from_numpy, batch))
             flops_of_shape[shapes(batch)] = counter.get_total_flops()
     return float(np.mean([flops_of_shape[shapes(batch)] for batch in timed]))

@@ -83,7 +83,7 @@ def train_steps(cfg: dict, backend) -> dict:
     task = benchmark_task(cfg["arch"], cfg["variant"])
     model = backend.init_model(cfg["seed"], Path(cfg["init"]), **model_kwargs(cfg["arch"], cfg["variant"]))
     optimizer = backend.make_optimizer(model, cfg["lr"])
-    step = backend.compile_step(model, optimizer, cfg["mode"], task.step_name)
+    step = backend.compile_step(model, optimizer, task.train_step(backend.arch), cfg["mode"])
     warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["batch_size"], cfg["warmup"], cfg["steps"], cfg["seed"])
     batches = [tuple(map(backend.to_device, b)) for b in warm + timed]  # data on the device before timing
     backend.sync([a for b in batches for a in b])

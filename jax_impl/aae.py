@@ -39,8 +39,6 @@ from flax import nnx
 from jax_impl.layers import linear
 from shared.hparams import hparams, variants
 
-DISCRIMINATOR_DROPOUT = 0.2  # D's and D_cat's in every variant; Q's and P's are the variant's hp.dropout
-
 
 class Encoder(nnx.Module):
     """Q: x (B, 784) -> (z (B, z_dim), class logits (B, 10)); no class logits (None) unless `categorical`."""
@@ -94,7 +92,7 @@ class AAE(nnx.Module):
     """Q, P and D of the `variant`, and D_cat (semi-supervised; else None).
 
     `dropout` replaces every network's dropout rate (the parity tests pass 0);
-    None keeps the variant's for Q and P and DISCRIMINATOR_DROPOUT for D and D_cat.
+    None keeps the variant's: hp.dropout for Q and P, hp.discriminator_dropout for D and D_cat.
     """
 
     def __init__(self, variant: str = "unsupervised", dropout: float | None = None, *, rngs: nnx.Rngs):
@@ -105,18 +103,18 @@ class AAE(nnx.Module):
         self.variant, self.hp = variant, hp
         self.encoder = Encoder(hp, hp.dropout if dropout is None else dropout, categorical=semi, rngs=rngs)
         self.decoder = Decoder(hp, hp.dropout if dropout is None else dropout, conditioned=variant != "unsupervised", rngs=rngs)
-        d_dropout = DISCRIMINATOR_DROPOUT if dropout is None else dropout
+        d_dropout = hp.discriminator_dropout if dropout is None else dropout
         self.discriminator = Discriminator(hp.z_dim, hp, d_dropout, rngs=rngs)
         self.discriminator_cat = Discriminator(hp.n_classes, hp, d_dropout, rngs=rngs) if semi else None
 
 
 class Optimizers(NamedTuple):
-    encoder: nnx.Optimizer  # Q on the reconstruction loss, gen_lr
-    decoder: nnx.Optimizer  # P on the reconstruction loss, gen_lr
-    generator: nnx.Optimizer  # Q fooling the discriminator(s), reg_lr
-    discriminator: nnx.Optimizer  # D, reg_lr
-    discriminator_cat: nnx.Optimizer | None  # D_cat, reg_lr (semi-supervised; else None)
-    classifier: nnx.Optimizer | None  # Q on the labelled cross-entropy, semi_lr (semi-supervised; else None)
+    encoder: nnx.Optimizer  # Q on the reconstruction loss, lr
+    decoder: nnx.Optimizer  # P on the reconstruction loss, lr
+    generator: nnx.Optimizer  # Q fooling the discriminator(s), regularization_lr
+    discriminator: nnx.Optimizer  # D, regularization_lr
+    discriminator_cat: nnx.Optimizer | None  # D_cat, regularization_lr (semi-supervised; else None)
+    classifier: nnx.Optimizer | None  # Q on the labelled cross-entropy, classification_lr (semi-supervised; else None)
 
 
 def init_model(seed: int, variant: str = "unsupervised", dropout: float | None = None) -> AAE:
@@ -161,16 +159,16 @@ def _adam(module: nnx.Module, lr: float) -> nnx.Optimizer:
 
 
 def make_optimizer(model: AAE, lr: float | None = None) -> Optimizers:
-    """The source's separate Adam optimizers; `lr` (the training command's --lr) replaces gen_lr."""
+    """The source's separate Adam optimizers, at the variant's rate for each phase; `lr` replaces the reconstruction phase's."""
     hp, semi = model.hp, model.variant == "semisupervised"
-    gen_lr = hp.gen_lr if lr is None else lr
+    lr = hp.lr if lr is None else lr
     return Optimizers(
-        encoder=_adam(model.encoder, gen_lr),
-        decoder=_adam(model.decoder, gen_lr),
-        generator=_adam(model.encoder, hp.reg_lr),
-        discriminator=_adam(model.discriminator, hp.reg_lr),
-        discriminator_cat=_adam(model.discriminator_cat, hp.reg_lr) if semi else None,
-        classifier=_adam(model.encoder, hp.semi_lr) if semi else None,
+        encoder=_adam(model.encoder, lr),
+        decoder=_adam(model.decoder, lr),
+        generator=_adam(model.encoder, hp.regularization_lr),
+        discriminator=_adam(model.discriminator, hp.regularization_lr),
+        discriminator_cat=_adam(model.discriminator_cat, hp.regularization_lr) if semi else None,
+        classifier=_adam(model.encoder, hp.classification_lr) if semi else None,
     )
 
 
@@ -189,7 +187,9 @@ def _discriminator_update(discriminator: Discriminator, optimizer: nnx.Optimizer
     return loss
 
 
-def discriminator_step(model: AAE, optimizer: Optimizers, x: jax.Array, z_prior: jax.Array, y_prior: jax.Array | None = None) -> tuple[jax.Array, ...]:
+def discriminator_step(
+    model: AAE, optimizer: Optimizers, x: jax.Array, z_prior: jax.Array, y_prior: jax.Array | None = None,
+) -> tuple[jax.Array, ...]:
     """Phase 2: D on prior samples z_prior vs Q(x), Q in eval mode; semi-supervised also D_cat on y_prior (one-hot) vs softmax.
 
     Returns (d_loss,) or (d_loss, d_cat_loss).

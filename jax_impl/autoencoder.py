@@ -89,6 +89,6 @@ def eval_outputs(model: Autoencoder | ConvAutoencoder, x: jax.Array) -> dict[str
     return {"logits": model(x)}
 
 
-def reconstruct(model: Autoencoder | ConvAutoencoder, x: jax.Array) -> jax.Array:
+def reconstruct(model: Autoencoder | ConvAutoencoder, x: jax.Array) -> dict[str, jax.Array]:
     """The reconstructed images (B, 784) in [0, 1]: the source's Sigmoid output."""
-    return jax.nn.sigmoid(model(x))
+    return {"images": jax.nn.sigmoid(model(x))}

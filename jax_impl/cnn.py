@@ -18,7 +18,8 @@ from shared.hparams import CNN as HP
 
 
 class CNN(nnx.Module):
-    def __init__(self, hp=HP, dropout: float = HP.dropout, *, rngs: nnx.Rngs):
+    def __init__(self, hp=HP, dropout: float | None = None, *, rngs: nnx.Rngs):
+        """`dropout` replaces hp.dropout (the benchmark and the parity tests pass 0)."""
         c_in, c1, c2, c3 = hp.channels
         self.conv1 = conv(c_in, c1, 1, use_bias=False, rngs=rngs)
         self.bn1 = BatchNorm(c1, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
@@ -28,7 +29,7 @@ class CNN(nnx.Module):
         self.bn3 = BatchNorm(c3, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
         self.fc1 = linear(c3 * 7 * 7, hp.hidden_dim, use_bias=False, rngs=rngs)  # 28x28 -> 14x14 -> 7x7 after two pools
         self.bn4 = BatchNorm(hp.hidden_dim, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = nnx.Dropout(hp.dropout if dropout is None else dropout, rngs=rngs)
         self.out = linear(hp.hidden_dim, hp.num_classes, rngs=rngs)
 
     def __call__(self, x):
@@ -46,7 +47,7 @@ class CNN(nnx.Module):
         return self.out(x)  # logits
 
 
-def init_model(seed: int, dropout: float = HP.dropout) -> CNN:
+def init_model(seed: int, dropout: float | None = None) -> CNN:
     """A CNN with torch's default initialisation scheme, drawn from `seed`."""
     return CNN(dropout=dropout, rngs=nnx.Rngs(seed))
 

@@ -67,6 +67,7 @@ class Discriminator(nnx.Module):
 
 class GAN(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
+        self.hp = hp
         self.generator = Generator(hp, rngs=rngs)
         self.discriminator = Discriminator(hp, rngs=rngs)
 
@@ -105,9 +106,10 @@ def generator_loss(generator: Generator, discriminator: Discriminator, z: jax.Ar
 
 
 def make_optimizer(model: GAN, lr: float = HP.lr) -> Optimizers:
+    b1 = model.hp.beta1
     return Optimizers(
-        discriminator=nnx.Optimizer(model.discriminator, optax.adam(lr, b1=HP.beta1), wrt=nnx.Param),
-        generator=nnx.Optimizer(model.generator, optax.adam(lr, b1=HP.beta1), wrt=nnx.Param),
+        discriminator=nnx.Optimizer(model.discriminator, optax.adam(lr, b1=b1), wrt=nnx.Param),
+        generator=nnx.Optimizer(model.generator, optax.adam(lr, b1=b1), wrt=nnx.Param),
     )
 
 

@@ -1,11 +1,13 @@
 """JAX machinery shared by all architectures: device, precision, step compilation, I/O.
 
-`Backend` has the same methods as torch_impl.training.Backend; the training
-command (shared/trainer.py) and the benchmark drive either through them.
+`Backend` implements shared.contract.Backend, as torch_impl.training.Backend
+does; the training command (shared/trainer.py) and the benchmark drive
+either through it.
 """
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def to_numpy(tree: Any) -> Any:
 
 
 class CompiledStep:
-    """train_step(model, optimizer, *batch) as one jit-compiled pure function.
+    """A train step (model, optimizer, *batch) as one jit-compiled pure function.
 
     The Flax NNX performance recipe: split model and optimizer into a graph
     definition and their state once, merge them inside the jitted function,
@@ -60,7 +62,11 @@ class CompiledStep:
         model.train()
         self.objects = (model, optimizer)
         graphdef, state = nnx.split(self.objects)
-        self.leaves, self.treedef = jax.tree.flatten(state)
+        leaves, self.treedef = jax.tree.flatten(state)
+        # Committed to the device they are on, as the step's outputs will be: jit
+        # compiles once per committedness, so uncommitted first inputs (as model
+        # initialisation leaves them) would compile the whole step a second time.
+        self.leaves = [jax.device_put(leaf, next(iter(leaf.devices()))) for leaf in leaves]
 
         def pure_step(leaves, *batch):
             model, optimizer = nnx.merge(graphdef, jax.tree.unflatten(self.treedef, leaves))
@@ -85,7 +91,7 @@ class Backend:
         self.arch_name = arch
         self.arch = importlib.import_module(f"jax_impl.{arch}")
         self.device = select_device(device)
-        self._jitted: dict[str, Any] = {}
+        self._jitted: dict[Callable, Callable] = {}
         pin_float32_precision()
 
     def init_model(self, seed: int, init: Path | None = None, **model_kwargs) -> nnx.Module:
@@ -99,22 +105,24 @@ class Backend:
         with jax.default_device(self.device):
             return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, mode: str = "jax-jit", step_name: str = "train_step") -> CompiledStep:
-        return CompiledStep(getattr(self.arch, step_name), model, optimizer, mode)
+    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None) -> CompiledStep:
+        return CompiledStep(step, model, optimizer, mode or MODES[0])
 
     def to_device(self, array: np.ndarray) -> jax.Array:
         return jax.device_put(array, self.device)
 
     to_numpy = staticmethod(to_numpy)
 
-    def predict(self, model: nnx.Module, fn_name: str, *arrays: np.ndarray) -> Any:
-        """The architecture's `fn_name(model, *arrays)` in eval mode, jit-compiled, numpy in and out."""
-        if fn_name not in self._jitted:
-            self._jitted[fn_name] = nnx.jit(getattr(self.arch, fn_name))
-        model.eval()
-        out = self._jitted[fn_name](model, *map(self.to_device, arrays))
-        model.train()
-        return to_numpy(out)
+    def predict(self, model: nnx.Module, fn: Callable, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        """fn(model, *arrays) in eval mode, jit-compiled, numpy in and out (no gradient is taken).
+
+        It runs on an eval-mode view of the model (nnx.view shares the arrays
+        and sets dropout and BatchNorm to eval), so the model keeps its own mode.
+        """
+        if fn not in self._jitted:
+            self._jitted[fn] = nnx.jit(fn)
+        view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+        return to_numpy(self._jitted[fn](view, *map(self.to_device, arrays)))
 
     def sync(self, result: Any = None) -> None:
         jax.block_until_ready(result)

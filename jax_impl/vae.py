@@ -102,10 +102,10 @@ def eval_outputs(model: VAE, x: jax.Array, eps: jax.Array) -> dict[str, jax.Arra
     return {"logits": logits, "mean": mean, "logvar": logvar}
 
 
-def reconstruct(model: VAE, x: jax.Array) -> jax.Array:
+def reconstruct(model: VAE, x: jax.Array) -> dict[str, jax.Array]:
     """Bernoulli means of the decoder at the posterior mean."""
     mean, _ = model.encode(x)
-    return jax.nn.sigmoid(model.decode(mean))
+    return {"images": jax.nn.sigmoid(model.decode(mean))}
 
 
 def sample(model: VAE, z: jax.Array, u: jax.Array) -> dict[str, jax.Array]:

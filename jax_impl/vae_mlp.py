@@ -37,6 +37,7 @@ class Decoder(nnx.Module):
 
 class VAE(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
+        self.hp = hp
         self.encoder = Encoder(hp, rngs=rngs)
         self.decoder = Decoder(hp, rngs=rngs)
 
@@ -77,7 +78,7 @@ def loss_fn(model: VAE, x: jax.Array, eps: jax.Array) -> jax.Array:
     """-(sum over the batch of [log p(x|z) - KL]) / M + 0.01 * sum of squares of the decoder."""
     logits, mu, logsigma = model(x, eps)
     elbo = bernoulli_log_likelihood(x, logits) - kl_divergence(mu, logsigma)
-    return -elbo.mean() + HP.decoder_l2 * decoder_l2(model)
+    return -elbo.mean() + model.hp.decoder_l2 * decoder_l2(model)
 
 
 def make_optimizer(model: VAE, lr: float = HP.lr) -> nnx.Optimizer:
@@ -96,10 +97,10 @@ def eval_outputs(model: VAE, x: jax.Array, eps: jax.Array) -> dict[str, jax.Arra
     return {"logits": logits, "mu": mu, "logsigma": logsigma}
 
 
-def reconstruct(model: VAE, x: jax.Array) -> jax.Array:
+def reconstruct(model: VAE, x: jax.Array) -> dict[str, jax.Array]:
     """Bernoulli means of the decoder at the posterior mean."""
     mu, _ = model.encoder(x)
-    return jax.nn.sigmoid(model.decoder(mu))
+    return {"images": jax.nn.sigmoid(model.decoder(mu))}
 
 
 def sample(model: VAE, z: jax.Array, u: jax.Array) -> dict[str, jax.Array]:

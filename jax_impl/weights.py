@@ -12,8 +12,8 @@ torch stores it; int32 in JAX, whose default integers are 32-bit).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np

@@ -114,21 +114,23 @@ class AaeHparams:
     """Adversarial autoencoder (ARCHITECTURES.md, "Adversarial autoencoders"; the blog post's settings).
 
     Q (encoder) 784-1000-1000-z_dim, P (decoder) z-1000-1000-784, D z-1000-1000-1,
-    dropout in every hidden layer, separate Adam optimizers for Q as encoder
-    (gen_lr), P (gen_lr), Q as generator (reg_lr), D (reg_lr); the
-    semi-supervised variant adds D_cat (reg_lr) and Q as classifier (semi_lr).
+    dropout in every hidden layer, separate Adam optimizers, one learning rate
+    per phase: reconstruction (Q as encoder and P, `lr`), regularisation (Q as
+    generator, D, and D_cat in the semi-supervised variant, `regularization_lr`)
+    and, semi-supervised only, classification (Q as classifier,
+    `classification_lr`).
     """
 
     input_dim: int = 784
     hidden_dim: int = 1000
     z_dim: int = 2  # the blog post's 2-d codes; the semi-supervised script's 10
     n_classes: int = 10
-    dropout: float = 0.2
+    dropout: float = 0.2  # Q's and P's
+    discriminator_dropout: float = 0.2  # D's and D_cat's, in every variant
     prior_std: float = 5.0  # z_real ~ N(0, prior_std^2 I)
-    gen_lr: float = 1e-4
-    reg_lr: float = 5e-5
-    semi_lr: float = 0.0  # only the semi-supervised variant has a classification phase
-    lr: float = 1e-4  # = gen_lr: the training command's --lr sets the reconstruction phase's learning rate
+    lr: float = 1e-4  # the reconstruction phase's; the training command's --lr sets it
+    regularization_lr: float = 5e-5
+    classification_lr: float | None = None  # only the semi-supervised variant has a classification phase
     batch_size: int = 100
     epochs: int = 50
     labels: int = 0  # labelled examples (semi-supervised only; --labels)
@@ -144,7 +146,7 @@ GAN = GanHparams()
 AAE_UNSUPERVISED = AaeHparams()
 AAE_SUPERVISED = AaeHparams()
 AAE_SEMISUPERVISED = AaeHparams(
-    z_dim=10, dropout=0.25, prior_std=1.0, gen_lr=6e-4, reg_lr=8e-4, semi_lr=1e-3, lr=6e-4, epochs=100, labels=100,
+    z_dim=10, dropout=0.25, prior_std=1.0, lr=6e-4, regularization_lr=8e-4, classification_lr=1e-3, epochs=100, labels=100,
 )
 # lr 0.1 learns the classic names faster but overflows on the embedded ones (up to 40
 # letters: the hidden update is linear, so an eigenvalue of the recurrent matrix above 1

@@ -2,46 +2,43 @@
 
 A task loads its data, turns it into the numpy arguments of the
 architecture's training step (after model and optimizer), computes test
-metrics from what the model returns, and draws the pictures. The framework
-side supplies `predict(fn_name, *arrays)`: call the architecture module's
-function `fn_name(model, *arrays)` and return numpy arrays. Both frameworks
-therefore train on the same batches and noise and are judged by the same
-numpy code.
+metrics from what the model returns, and draws the pictures. It reaches the
+model through the architecture module's functions (shared/contract.py):
+`train_step(arch)` picks the step the training loop runs, and evaluation
+calls the module's inference functions bound to the model (`Inference`: eval
+mode, numpy in and out). Both frameworks therefore train on the same batches
+and noise and are judged by the same numpy code.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from shared.contract import AaeModule, AutoencoderModule, ClassifierModule, GanModule, Inference, ModelModule, RnnModule, TrainStep, VaeModule
 from shared.data import IMAGE_DIM, Mnist, binarize, load_mnist
 from shared.errors import UserError
-from shared.hparams import EVAL_NOISE_SEED, hparams, label, variants
 from shared.frechet import class_histogram, sample_quality
-from shared.metrics import bernoulli_log_likelihood, confusion_matrix, cross_entropy, neg_elbo
+from shared.hparams import EVAL_NOISE_SEED, hparams, label, variants
+from shared.metrics import accuracy, bernoulli_log_likelihood, confusion_matrix, cross_entropy, neg_elbo
 from shared.names import Names, load_names, one_hot_batch, one_hot_name
 
-Predict = Callable[..., dict[str, np.ndarray]]
 EVAL_BATCH = 500
 LENGTH_BUCKET = 8  # RNN batches are padded to a multiple of this many letters
 
 
-def _concat(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def in_batches(fn: Callable[..., dict[str, np.ndarray]], *arrays: np.ndarray) -> dict[str, np.ndarray]:
+    """fn(*arrays) over the first axis in slices of EVAL_BATCH, the outputs concatenated."""
+    outputs = [fn(*(a[s : s + EVAL_BATCH] for a in arrays)) for s in range(0, len(arrays[0]), EVAL_BATCH)]
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
-
-
-def predict_in_batches(predict: Predict, fn_name: str, *arrays: np.ndarray) -> dict[str, np.ndarray]:
-    """predict() over the first axis in slices of EVAL_BATCH, concatenated."""
-    n = len(arrays[0])
-    return _concat([predict(fn_name, *(a[s : s + EVAL_BATCH] for a in arrays)) for s in range(0, n, EVAL_BATCH)])
 
 
 class Task:
     """Common interface; see the subclasses."""
 
     arch: str
-    step_name = "train_step"  # the architecture module's function the training loop runs
+    contract: type = ModelModule  # the protocol the architecture's modules satisfy (shared/contract.py)
     loss_names: tuple[str, ...] = ("loss",)  # what the step returns: one loss, or a vector of these
     fixed_batch_size: int | None = None  # set when the variant defines its batch size
     n_train: int
@@ -55,13 +52,17 @@ class Task:
             self.fixed_batch_size = self.hp.batch_size
 
     @classmethod
-    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> "Task":
+    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> Task:
         """The task on the embedded data, or on the folders the user named."""
         return cls(load_mnist(data_dir, test_dir), variant)
 
     def config(self) -> dict:
         """Settings of the task beyond the hyperparameters, for the metrics file."""
         return {}
+
+    def train_step(self, arch: ModelModule) -> TrainStep:
+        """The function of the architecture module that trains on `train_batch`'s arguments."""
+        return arch.train_step
 
     def set_labels(self, count: int) -> None:
         """--labels: only the semi-supervised AAE trains on a labelled subset."""
@@ -70,10 +71,10 @@ class Task:
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
 
-    def evaluate(self, predict: Predict) -> dict[str, float]:
+    def evaluate(self, model: Inference) -> dict[str, float]:
         raise NotImplementedError
 
-    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+    def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         raise NotImplementedError
 
 
@@ -82,6 +83,8 @@ class GaussianVaeTask(Task):
 
     The subclasses say how the model reports its posterior (log sigma or log variance).
     """
+
+    contract = VaeModule
 
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
@@ -104,28 +107,27 @@ class GaussianVaeTask(Task):
         rng = np.random.default_rng(EVAL_NOISE_SEED)
         return rng.standard_normal((len(self.test_x), self.hp.latent_dim), dtype=np.float32)
 
-    def evaluate(self, predict: Predict) -> dict[str, float]:
-        out = predict_in_batches(predict, "eval_outputs", self.test_x, self.eval_noise())
+    def evaluate(self, model: Inference) -> dict[str, float]:
+        out = in_batches(model.eval_outputs, self.test_x, self.eval_noise())
         metrics = neg_elbo(self.test_x, out["logits"], *self.posterior(out))
         return {f"test_{k}": v for k, v in metrics.items()}
 
-    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+    def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         from shared.images import save_panels  # matplotlib only when pictures are drawn
 
         rng = np.random.default_rng(EVAL_NOISE_SEED + 1)
         z = rng.standard_normal((100, self.hp.latent_dim), dtype=np.float32)
         u = rng.random((100, IMAGE_DIM), dtype=np.float32)
-        samples = predict("sample", z, u)
+        samples = model.sample(z, u)
         save_panels(
             out_dir / "samples.png",
             [("Bernoulli means p = f(z), z ~ N(0, I)", samples["means"]), ("samples x ~ Bernoulli(p)", samples["pixels"])],
             suptitle=title,
         )
         x = spread_over_test_set(self.test_x, 50)
-        recon = predict("reconstruct", x)
         save_panels(
             out_dir / "reconstructions.png",
-            [("binarised test digits", x), ("reconstructions sigmoid(f(mean(x)))", recon)],
+            [("binarised test digits", x), ("reconstructions sigmoid(f(mean(x)))", model.reconstruct(x)["images"])],
             suptitle=title,
         )
         return [out_dir / "samples.png", out_dir / "reconstructions.png"]
@@ -163,6 +165,7 @@ class AutoencoderTask(Task):
     """
 
     arch = "autoencoder"
+    contract = AutoencoderModule
 
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
@@ -175,18 +178,18 @@ class AutoencoderTask(Task):
         """(x,) for train_step: the images are their own targets."""
         return (self.train_x[idx],)
 
-    def evaluate(self, predict: Predict) -> dict[str, float]:
-        logits = predict_in_batches(predict, "eval_outputs", self.test_x)["logits"]
+    def evaluate(self, model: Inference) -> dict[str, float]:
+        logits = in_batches(model.eval_outputs, self.test_x)["logits"]
         bce_per_image = -bernoulli_log_likelihood(self.test_x, logits)
         return {"test_bce": float(bce_per_image.mean() / IMAGE_DIM), "test_bce_per_image": float(bce_per_image.mean())}
 
-    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+    def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         from shared.images import save_panels  # matplotlib only when pictures are drawn
 
         x = spread_over_test_set(self.test_x, 50)
         save_panels(
             out_dir / "reconstructions.png",
-            [("test digits", x), ("reconstructions sigmoid(decoder(encoder(x)))", predict("reconstruct", x))],
+            [("test digits", x), ("reconstructions sigmoid(decoder(encoder(x)))", model.reconstruct(x)["images"])],
             suptitle=title,
         )
         return [out_dir / "reconstructions.png"]
@@ -202,6 +205,7 @@ class GanTask(Task):
     """
 
     arch = "gan"
+    contract = GanModule
     loss_names = ("d_loss", "g_loss")
 
     def __init__(self, data: Mnist, variant: str | None = None):
@@ -221,20 +225,20 @@ class GanTask(Task):
         rng = np.random.default_rng(EVAL_NOISE_SEED + offset)
         return rng.standard_normal((count, self.hp.latent_dim), dtype=np.float32)
 
-    def generate(self, predict: Predict, z: np.ndarray) -> np.ndarray:
+    def generate(self, model: Inference, z: np.ndarray) -> np.ndarray:
         """Generated digits in [0, 1] (the generator's tanh output, rescaled)."""
-        return (predict_in_batches(predict, "sample", z)["images"] + 1.0) / 2.0
+        return (in_batches(model.sample, z)["images"] + 1.0) / 2.0
 
-    def evaluate(self, predict: Predict) -> dict[str, float]:
-        generated = self.generate(predict, self.eval_latents(len(self.real_test_x)))
+    def evaluate(self, model: Inference) -> dict[str, float]:
+        generated = self.generate(model, self.eval_latents(len(self.real_test_x)))
         return sample_quality(self.real_test_x, generated)
 
-    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+    def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         from shared.images import save_class_histogram, save_panels  # matplotlib only when pictures are drawn
 
-        samples = self.generate(predict, self.eval_latents(100, offset=1))
+        samples = self.generate(model, self.eval_latents(100, offset=1))
         save_panels(out_dir / "samples.png", [("generated digits G(z), z ~ N(0, I)", samples)], suptitle=title)
-        generated = self.generate(predict, self.eval_latents(len(self.real_test_x)))
+        generated = self.generate(model, self.eval_latents(len(self.real_test_x)))
         counts = class_histogram(generated)
         save_class_histogram(out_dir / "class_histogram.png", counts, f"{title}\nclasses of {len(generated)} generated digits")
         return [out_dir / "samples.png", out_dir / "class_histogram.png"]
@@ -254,6 +258,7 @@ class AaeTask(Task):
     """
 
     arch = "aae"
+    contract = AaeModule
     labelled_seed = 17  # which training images keep their labels: the same in every run
 
     def __init__(self, data: Mnist, variant: str | None = None):
@@ -261,7 +266,6 @@ class AaeTask(Task):
         self.data = data
         self.source = data.source
         self.model_kwargs = {"variant": self.variant}
-        self.step_name = f"train_step_{self.variant}"
         self.semisupervised = self.variant == "semisupervised"
         if self.semisupervised:
             self.loss_names = ("recon_loss", "d_loss", "d_cat_loss", "g_loss", "class_loss")
@@ -294,6 +298,14 @@ class AaeTask(Task):
     def config(self) -> dict:
         return {"labels": len(self.labelled), "unlabelled": len(self.unlabelled)} if self.semisupervised else {}
 
+    def train_step(self, arch: AaeModule) -> TrainStep:
+        steps = {
+            "unsupervised": arch.train_step_unsupervised,
+            "supervised": arch.train_step_supervised,
+            "semisupervised": arch.train_step_semisupervised,
+        }
+        return steps[self.variant]
+
     def prior(self, rng: np.random.Generator, count: int) -> np.ndarray:
         return (self.hp.prior_std * rng.standard_normal((count, self.hp.z_dim))).astype(np.float32)
 
@@ -310,25 +322,25 @@ class AaeTask(Task):
         picked = self.labelled[rng.choice(len(self.labelled), len(idx), replace=len(self.labelled) < len(idx))]
         return x, z, y_prior, self.data.train_x[picked], self.data.train_y[picked]
 
-    def evaluate(self, predict: Predict) -> dict[str, float]:
+    def evaluate(self, model: Inference) -> dict[str, float]:
         x, y = self.data.test_x, self.data.test_y
-        out = predict_in_batches(predict, "eval_outputs", x, one_hot(y, self.hp.n_classes))
+        out = in_batches(model.eval_outputs, x, one_hot(y, self.hp.n_classes))
         metrics = {"test_bce": float(-bernoulli_log_likelihood(x, out["logits"]).mean() / IMAGE_DIM)}
         if self.semisupervised:
             metrics["test_error"] = float(np.mean(out["class_logits"].argmax(-1) != y))
         return metrics
 
-    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+    def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         from shared.images import save_confusion, save_latent_scatter, save_panels  # matplotlib only when pictures are drawn
 
-        codes = predict_in_batches(predict, "encode", self.data.test_x)
+        codes = in_batches(model.encode, self.data.test_x)
         paths = [out_dir / "latent.png"]
         save_latent_scatter(paths[0], codes["z"], self.data.test_y, f"{title}\ntest codes z = Q(x)", self.hp.prior_std)
         if self.variant != "unsupervised":
             rows = 10  # one z per row, the ten digits across
             z = np.repeat(self.prior(np.random.default_rng(EVAL_NOISE_SEED), rows), self.hp.n_classes, axis=0)
             y = one_hot(np.tile(np.arange(self.hp.n_classes), rows), self.hp.n_classes)
-            images = predict("decode", z, y)["images"]
+            images = model.decode(z, y)["images"]
             paths.append(out_dir / "style_grid.png")
             save_panels(paths[-1], [("rows: z ~ prior; columns: the digit given to the decoder", images)], suptitle=title)
         if self.semisupervised:
@@ -360,23 +372,23 @@ class ClassifierTask(Task):
         """(the arguments of eval_outputs for the whole split, its labels)."""
         raise NotImplementedError
 
-    def logits(self, predict: Predict, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def logits(self, model: Inference, split: str) -> tuple[np.ndarray, np.ndarray]:
         arrays, labels = self.eval_arrays(split)
-        return predict_in_batches(predict, "eval_outputs", *arrays)["logits"], labels
+        return in_batches(model.eval_outputs, *arrays)["logits"], labels
 
-    def evaluate(self, predict: Predict) -> dict[str, float]:
-        train_logits, train_y = self.logits(predict, "train")
-        test_logits, test_y = self.logits(predict, "test")
+    def evaluate(self, model: Inference) -> dict[str, float]:
+        train_logits, train_y = self.logits(model, "train")
+        test_logits, test_y = self.logits(model, "test")
         return {
-            "train_accuracy": float(np.mean(train_logits.argmax(-1) == train_y)),
+            "train_accuracy": accuracy(train_logits, train_y),
             "test_loss": cross_entropy(test_logits, test_y),
-            "test_accuracy": float(np.mean(test_logits.argmax(-1) == test_y)),
+            "test_accuracy": accuracy(test_logits, test_y),
         }
 
-    def save_pictures(self, out_dir: Path, predict: Predict, title: str) -> list[Path]:
+    def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         from shared.images import save_confusion  # matplotlib only when pictures are drawn
 
-        logits, labels = self.logits(predict, "test")
+        logits, labels = self.logits(model, "test")
         counts = confusion_matrix(labels, logits.argmax(-1), len(self.class_names))
         save_confusion(out_dir / "confusion.png", counts, self.class_names, title)
         return [out_dir / "confusion.png"]
@@ -385,6 +397,7 @@ class ClassifierTask(Task):
 class MnistClassifierTask(ClassifierTask):
     """Digit classification on MNIST images in [0, 1]."""
 
+    contract = ClassifierModule
     class_names = [str(d) for d in range(10)]
 
     def __init__(self, data: Mnist, variant: str | None = None):
@@ -420,6 +433,7 @@ class RnnTask(ClassifierTask):
     """
 
     arch = "rnn"
+    contract = RnnModule
 
     def __init__(self, names: Names, variant: str | None = None):
         super().__init__(variant)
@@ -430,14 +444,15 @@ class RnnTask(ClassifierTask):
         self.length = names.max_length
         self.model_kwargs = {"n_classes": len(names.classes)}
         self._eval_arrays: dict[str, tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
-        if self.variant == "per-name":
-            self.step_name = "train_step_per_name"
 
     @classmethod
-    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> "RnnTask":
+    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> RnnTask:
         if test_dir is not None:
             raise UserError("--test-dir: rnn takes its test split from the names data (--data-dir), not from MNIST files")
         return cls(load_names(data_dir), variant)
+
+    def train_step(self, arch: RnnModule) -> TrainStep:
+        return arch.train_step_per_name if self.variant == "per-name" else arch.train_step
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """batched: (chars (B, T, 57), lengths (B,), y (B,)); per-name: (chars (L, 57), y (1,))."""

@@ -14,13 +14,13 @@ import os
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from shared.contract import Inference
 from shared.data import batch_indices, num_batches
 from shared.errors import UserError
 from shared.hparams import HPARAMS, label, variants
@@ -116,7 +116,7 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
 
     backend = backend_cls(args.arch, args.device)
     model = backend.init_model(args.seed, args.init, **task.model_kwargs)
-    predict = partial(backend.predict, model)
+    inference = Inference(backend, model)
     config = {
         "arch": args.arch, "variant": task.variant, "framework": backend.framework, "device": backend.device_name(),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": args.seed,
@@ -129,23 +129,23 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
     history = []
     if epochs:
         optimizer = backend.make_optimizer(model, lr)
-        step = backend.compile_step(model, optimizer, step_name=task.step_name)
+        step = backend.compile_step(model, optimizer, task.train_step(backend.arch))
         steps_per_epoch = num_batches(task.n_train, batch_size)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             train_losses = run_epoch(task, step, backend, args.seed, epoch, batch_size, steps_per_epoch, epochs)
             step.write_back()
-            record = {"epoch": epoch, **train_losses, **task.evaluate(predict)}
+            record = {"epoch": epoch, **train_losses, **task.evaluate(inference)}
             record["seconds"] = round(time.perf_counter() - start, 3)
             history.append(record)
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-    final = {**(history[-1] if history else task.evaluate(predict))}
+    final = {**(history[-1] if history else task.evaluate(inference))}
     final.pop("seconds", None)
     if not history:
         print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
 
     backend.save_model(model, out / "weights.safetensors")
-    pictures = task.save_pictures(out, predict, f"{label(args.arch, task.variant)}, {backend.framework}, {epochs} epochs")
+    pictures = task.save_pictures(out, inference, f"{label(args.arch, task.variant)}, {backend.framework}, {epochs} epochs")
     metrics = {"config": config, "epochs": history, "final": final}
     write_json(out / "metrics.json", metrics)
     print(f"wrote {out / 'metrics.json'}, {out / 'weights.safetensors'}, " + ", ".join(str(p) for p in pictures))

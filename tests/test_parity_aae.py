@@ -28,9 +28,17 @@ from jax_impl.training import CompiledStep
 from shared.hparams import hparams, variants
 from tests.parity import DIRECTIONS, assert_both_equal_reference, assert_close, paired_models, shuffled_mnist
 from tests.tolerances import (
-    AAE_GRAD_RTOL, AAE_SEMI_DISPLACEMENT_RTOL, AAE_SEMI_TRAJECTORY_LOSS_RTOL, AAE_TRAJECTORY_LOSS_RTOL,
-    FLOAT64_GRAD_RTOL, FORWARD_RTOL, LOSS_RTOL, TRAJECTORY_FLOAT64_RTOL, TRAJECTORY_LOSS_RTOL,
-    TRAJECTORY_OUTLIER_MAX_FRACTION, TRAJECTORY_PARAM_ATOL,
+    AAE_GRAD_RTOL,
+    AAE_SEMI_DISPLACEMENT_RTOL,
+    AAE_SEMI_TRAJECTORY_LOSS_RTOL,
+    AAE_TRAJECTORY_LOSS_RTOL,
+    FLOAT64_GRAD_RTOL,
+    FORWARD_RTOL,
+    LOSS_RTOL,
+    TRAJECTORY_FLOAT64_RTOL,
+    TRAJECTORY_LOSS_RTOL,
+    TRAJECTORY_OUTLIER_MAX_FRACTION,
+    TRAJECTORY_PARAM_ATOL,
 )
 from torch_impl import aae as taae
 from torch_impl import weights as torch_weights
@@ -44,6 +52,17 @@ PHASES = {  # phase -> the networks it updates (whose gradients it produces)
     "discriminator": ("discriminator", "discriminator_cat"),
     "generator": ("encoder",),
     "classification": ("encoder",),
+}
+PHASE_STEPS = {  # phase -> (torch step, JAX step)
+    "reconstruction": (taae.reconstruction_step, jaae.reconstruction_step),
+    "discriminator": (taae.discriminator_step, jaae.discriminator_step),
+    "generator": (taae.generator_step, jaae.generator_step),
+    "classification": (taae.classification_step, jaae.classification_step),
+}
+TRAIN_STEPS = {  # variant -> (torch step, JAX step)
+    "unsupervised": (taae.train_step_unsupervised, jaae.train_step_unsupervised),
+    "supervised": (taae.train_step_supervised, jaae.train_step_supervised),
+    "semisupervised": (taae.train_step_semisupervised, jaae.train_step_semisupervised),
 }
 # The float64 trajectories use the first 20 examples of each batch: a float64 step at 100 takes
 # several times float32's on CPU, and the batch size has no part in what they show.
@@ -273,13 +292,12 @@ def as_dtype(arrays, dtype: str, count: int | None = None):
 
 
 def aae_trajectories(variant: str, torch_model, jax_model, batches) -> tuple[np.ndarray, np.ndarray]:
-    """The losses of len(batches) train_step_{variant}s in each framework (JAX through the jit-compiled CompiledStep).
+    """The losses of len(batches) of the variant's train steps in each framework (JAX through the jit-compiled CompiledStep).
 
     tests.parity.trajectories expects one loss per step; these steps return a vector.
     """
-    step_name = f"train_step_{variant}"
     t_opt, j_opt = taae.make_optimizer(torch_model), jaae.make_optimizer(jax_model)
-    t_step, j_step = getattr(taae, step_name), CompiledStep(getattr(jaae, step_name), jax_model, j_opt)
+    t_step, j_step = TRAIN_STEPS[variant][0], CompiledStep(TRAIN_STEPS[variant][1], jax_model, j_opt)
     t_losses, j_losses = [], []
     for batch in batches:
         t_losses.append(t_step(torch_model, t_opt, *map(torch.from_numpy, batch)).numpy())
@@ -296,7 +314,8 @@ def _floats(loss) -> list[float]:
 def step_lrs(variant: str) -> dict[str, float]:
     """The learning rates that update each network in one train step, summed (Q: encoder, generator, classifier)."""
     hp = hparams("aae", variant)
-    return {"encoder": hp.gen_lr + hp.reg_lr + hp.semi_lr, "decoder": hp.gen_lr, "discriminator": hp.reg_lr, "discriminator_cat": hp.reg_lr}
+    encoder = hp.lr + hp.regularization_lr + (hp.classification_lr or 0.0)
+    return {"encoder": encoder, "decoder": hp.lr, "discriminator": hp.regularization_lr, "discriminator_cat": hp.regularization_lr}
 
 
 # --- the tests ------------------------------------------------------------------------------------
@@ -430,10 +449,10 @@ def test_each_phase_step_updates_its_networks_and_no_other(variant, data):
     hp = hparams("aae", variant)
     y = None if b["y"] is None else np.eye(C, dtype=np.float32)[b["y"]]
     steps = {  # phase -> (arguments after model and optimizer, learning rate)
-        "reconstruction": ((b["x"], y), hp.gen_lr),
-        "discriminator": ((b["x"], b["z_prior"], b["y_prior"]), hp.reg_lr),
-        "generator": ((b["x"],), hp.reg_lr),
-        "classification": ((b["x_labelled"], b["y_labelled"]), hp.semi_lr),
+        "reconstruction": ((b["x"], y), hp.lr),
+        "discriminator": ((b["x"], b["z_prior"], b["y_prior"]), hp.regularization_lr),
+        "generator": ((b["x"],), hp.regularization_lr),
+        "classification": ((b["x_labelled"], b["y_labelled"]), hp.classification_lr),
     }
     before = torch_weights.state_dict_from_model(torch_model)
     for phase in phases_of(variant):
@@ -441,8 +460,9 @@ def test_each_phase_step_updates_its_networks_and_no_other(variant, data):
         jax_weights.load_state_dict(jax_model, before)
         torch_model.zero_grad(set_to_none=True)
         args, lr = steps[phase]
-        t_loss = getattr(taae, f"{phase}_step")(torch_model, taae.make_optimizer(torch_model), *(None if a is None else torch.from_numpy(a) for a in args))
-        j_loss = getattr(jaae, f"{phase}_step")(jax_model, jaae.make_optimizer(jax_model), *(None if a is None else jnp.asarray(a) for a in args))
+        t_phase_step, j_phase_step = PHASE_STEPS[phase]
+        t_loss = t_phase_step(torch_model, taae.make_optimizer(torch_model), *(None if a is None else torch.from_numpy(a) for a in args))
+        j_loss = j_phase_step(jax_model, jaae.make_optimizer(jax_model), *(None if a is None else jnp.asarray(a) for a in args))
         assert_close(_floats(j_loss), _floats(t_loss), LOSS_RTOL, f"{phase} step loss")
         t_sd, j_sd = state_dicts(torch_model, jax_model)
         updated = [k for k in network_keys(t_sd, PHASES[phase]) if phase != "classification" or ".lin3gauss." not in k]  # z plays no part
@@ -530,7 +550,7 @@ def test_dropout_is_on_in_train_mode_and_off_in_eval_mode(data):
     torch_model, jax_model = paired_models(taae, jaae, "torch->jax", variant=variant)
     reference = paired_models(taae, jaae, "torch->jax", variant=variant, dropout=0.0)  # the same weights (seed 0)
     rates = {"encoder": 0.25, "decoder": 0.25, "discriminator": 0.2, "discriminator_cat": 0.2}
-    assert rates["encoder"] == hparams("aae", variant).dropout and rates["discriminator"] == taae.DISCRIMINATOR_DROPOUT == jaae.DISCRIMINATOR_DROPOUT
+    assert rates["encoder"] == hparams("aae", variant).dropout and rates["discriminator"] == hparams("aae", variant).discriminator_dropout
     bound = 5 * np.sqrt(0.25 * 0.75 / x.size)  # 5 binomial standard deviations of a kept fraction
     for name, p in rates.items():
         with torch.no_grad():
@@ -593,7 +613,7 @@ def _check_q_modes_in_the_regularisation_phases(data) -> None:
     assert_close(float(j_d), t_d.item(), LOSS_RTOL, "D loss with Q in eval mode")
     assert abs(train_d - t_d.item()) > 10 * LOSS_RTOL * abs(t_d.item()), "Q's dropout would not show: the test proves nothing"
     t_sd, j_sd = state_dicts(torch_model, jax_model)
-    keys, lr = network_keys(t_sd, ("discriminator",)), hparams("aae", variant).reg_lr  # Adam's first step: +-lr where the gradient is not tiny
+    keys, lr = network_keys(t_sd, ("discriminator",)), hparams("aae", variant).regularization_lr  # Adam's first step: +-lr where the gradient is not tiny
     n_apart = sum(int((np.abs(j_sd[k].astype(np.float64) - t_sd[k]) > 0.1 * lr).sum()) for k in keys)
     assert n_apart <= TRAJECTORY_OUTLIER_MAX_FRACTION * sum(t_sd[k].size for k in keys), f"{n_apart} entries of D moved differently"
     assert (z_eval - z_train).abs().max() > 1e-3

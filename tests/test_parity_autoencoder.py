@@ -18,10 +18,17 @@ from flax import nnx
 from jax_impl import autoencoder as jae
 from jax_impl import weights as jax_weights
 from shared.hparams import AUTOENCODER
-from tests.numpy_reference import numpy_conv2d, numpy_conv_transpose2d
+from tests.numpy_reference import numpy_autoencoder_logits, numpy_bce
 from tests.parity import (
-    DIRECTIONS, assert_both_equal_reference, assert_close, assert_same_trajectory, assert_state_dicts_close,
-    loss_and_grads, paired_models, shuffled_mnist, trajectories,
+    DIRECTIONS,
+    assert_both_equal_reference,
+    assert_close,
+    assert_same_trajectory,
+    assert_state_dicts_close,
+    loss_and_grads,
+    paired_models,
+    shuffled_mnist,
+    trajectories,
 )
 from tests.tolerances import CONV_GRAD_RTOL, FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL
 from torch_impl import autoencoder as tae
@@ -50,39 +57,6 @@ def variant(request) -> str:
 @pytest.fixture(params=DIRECTIONS)
 def models(request, variant):
     return paired_models(tae, jae, request.param, variant=variant)
-
-
-def numpy_logits(state_dict: dict[str, np.ndarray], x: np.ndarray, variant: str) -> np.ndarray:
-    """Either autoencoder in float64 numpy, from a torch state_dict."""
-    p = {k: v.astype(np.float64) for k, v in state_dict.items()}
-
-    def relu(a):
-        return np.maximum(a, 0.0)
-
-    if variant == "mlp":
-        a = x.astype(np.float64)
-        for name in ("encoder1", "encoder2", "encoder3", "decoder1", "decoder2"):  # ReLU after the code too
-            a = relu(a @ p[f"{name}.weight"].T + p[f"{name}.bias"])
-        return a @ p["decoder3.weight"].T + p["decoder3.bias"]
-
-    def max_pool(a):  # 2x2, stride 2
-        b, c, h, w = a.shape
-        return a.reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
-
-    a = x.astype(np.float64).reshape(-1, 1, 28, 28)
-    a = max_pool(relu(numpy_conv2d(a, p["conv1.weight"], p["conv1.bias"], padding=1)))
-    a = max_pool(relu(numpy_conv2d(a, p["conv2.weight"], p["conv2.bias"], padding=1)))
-    a = relu(numpy_conv_transpose2d(a, p["deconv1.weight"], p["deconv1.bias"], stride=2))
-    assert a.shape[2:] == (15, 15)
-    a = numpy_conv_transpose2d(a, p["deconv2.weight"], p["deconv2.bias"], stride=2, padding=1)
-    assert a.shape[2:] == (29, 29)
-    return a[:, 0, 0:28, 0:28].reshape(len(a), -1)  # the centre 28x28 of 29x29: (29 - 28) // 2 = 0 from the top left
-
-
-def numpy_bce(logits: np.ndarray, x: np.ndarray) -> float:
-    """The source's nn.BCELoss() on the Sigmoid output, in float64: mean over the batch and the pixels."""
-    p = 1 / (1 + np.exp(-logits))
-    return float(-np.mean(x * np.log(p) + (1 - x) * np.log(1 - p)))
 
 
 def test_parameter_shapes_counts_and_keys_are_equal(variant):
@@ -126,10 +100,10 @@ def test_forward_outputs_agree_and_equal_a_float64_numpy_forward_pass(models, va
     x = batches[0]
     with torch.no_grad():
         t_out = {k: v.numpy() for k, v in tae.eval_outputs(torch_model, torch.from_numpy(x)).items()}
-        t_recon = tae.reconstruct(torch_model, torch.from_numpy(x)).numpy()
+        t_recon = tae.reconstruct(torch_model, torch.from_numpy(x))["images"].numpy()
     j_out = {k: np.asarray(v) for k, v in jae.eval_outputs(jax_model, jnp.asarray(x)).items()}
-    j_recon = np.asarray(jae.reconstruct(jax_model, jnp.asarray(x)))
-    expected = numpy_logits(torch_weights.state_dict_from_model(torch_model), x, variant)
+    j_recon = np.asarray(jae.reconstruct(jax_model, jnp.asarray(x))["images"])
+    expected = numpy_autoencoder_logits(torch_weights.state_dict_from_model(torch_model), x, variant)
     assert list(t_out) == list(j_out) == ["logits"]
     assert t_out["logits"].shape == (BATCH, 784)
     assert_close(j_out["logits"], t_out["logits"], FORWARD_RTOL, "logits")
@@ -142,7 +116,7 @@ def test_loss_is_the_binary_cross_entropy_and_every_gradient_agrees(models, vari
     """The convolutional variant's gradients at CONV_GRAD_RTOL (tests/tolerances.py)."""
     torch_model, jax_model = models
     x = batches[1]
-    expected = numpy_bce(numpy_logits(torch_weights.state_dict_from_model(torch_model), x, variant), x)
+    expected = numpy_bce(numpy_autoencoder_logits(torch_weights.state_dict_from_model(torch_model), x, variant), x)
     t_loss, t_g, j_loss, j_g = loss_and_grads(tae, jae, torch_model, jax_model, (x,))
     assert_close(t_loss, expected, LOSS_RTOL, "torch loss vs numpy BCE")
     assert_close(j_loss, expected, LOSS_RTOL, "jax loss vs numpy BCE")

@@ -24,13 +24,27 @@ from shared.hparams import CNN
 from shared.weights import load_weights
 from tests.numpy_reference import numpy_conv2d
 from tests.parity import (
-    DIRECTIONS, assert_both_equal_reference, assert_close, assert_state_dicts_close, loss_and_grads, paired_models,
-    shuffled_mnist, trajectories,
+    DIRECTIONS,
+    assert_both_equal_reference,
+    assert_close,
+    assert_state_dicts_close,
+    loss_and_grads,
+    paired_models,
+    shuffled_mnist,
+    trajectories,
 )
 from tests.tolerances import (
-    BATCHNORM_CONV_GRAD_RTOL, BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, BATCHNORM_TRAJECTORY_LOSS_RTOL,
-    BATCHNORM_TRAJECTORY_STATS_RTOL, BATCHNORM_TRAJECTORY_STRICT_STEPS, FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL,
-    TRAJECTORY_FLOAT64_RTOL, TRAJECTORY_LOSS_RTOL, TRAJECTORY_PARAM_ATOL,
+    BATCHNORM_CONV_GRAD_RTOL,
+    BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL,
+    BATCHNORM_TRAJECTORY_LOSS_RTOL,
+    BATCHNORM_TRAJECTORY_STATS_RTOL,
+    BATCHNORM_TRAJECTORY_STRICT_STEPS,
+    FORWARD_RTOL,
+    GRAD_RTOL,
+    LOSS_RTOL,
+    TRAJECTORY_FLOAT64_RTOL,
+    TRAJECTORY_LOSS_RTOL,
+    TRAJECTORY_PARAM_ATOL,
 )
 from torch_impl import cnn as tcnn
 from torch_impl import weights as torch_weights
@@ -299,8 +313,10 @@ def test_batchnorm_matches_torch_and_a_hand_computation(kind):
     else:
         t_bn = torch.nn.BatchNorm2d(channels, eps=eps, momentum=m)
         xs = [rng.normal(2.0, 3.0, (2, channels, 2, 3)).astype(np.float32) for _ in range(3)]
-        to_jax = lambda a: a.transpose(0, 2, 3, 1)  # NCHW -> NHWC
-        rows = lambda a: a.transpose(0, 2, 3, 1).reshape(-1, channels)  # one row per value a channel sees
+        to_jax, rows = (
+            lambda a: a.transpose(0, 2, 3, 1),  # NCHW -> NHWC
+            lambda a: a.transpose(0, 2, 3, 1).reshape(-1, channels),  # one row per value a channel sees
+        )
     with torch.no_grad():
         t_bn.weight.copy_(torch.from_numpy(rng.uniform(0.5, 2, channels).astype(np.float32)))
         t_bn.bias.copy_(torch.from_numpy(rng.normal(size=channels).astype(np.float32)))

@@ -27,13 +27,28 @@ from jax_impl.training import CompiledStep
 from shared.hparams import GAN
 from tests.numpy_reference import numpy_batchnorm, numpy_conv2d, numpy_conv_transpose2d
 from tests.parity import (
-    DIRECTIONS, assert_both_equal_reference, assert_close, assert_state_dicts_close, jax_grads, paired_models,
-    shuffled_mnist, torch_grads,
+    DIRECTIONS,
+    assert_both_equal_reference,
+    assert_close,
+    assert_state_dicts_close,
+    jax_grads,
+    jax_value_and_grad,
+    paired_models,
+    shuffled_mnist,
+    torch_grads,
 )
 from tests.tolerances import (
-    BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, BATCHNORM_TRAJECTORY_STATS_RTOL, FLOAT64_GRAD_RTOL, FORWARD_RTOL,
-    GAN_GENERATOR_DISPLACEMENT_RTOL, GAN_GRAD_RTOL, GAN_TRAJECTORY_LOSS_RTOL, LOSS_RTOL, TRAJECTORY_FLOAT64_RTOL,
-    TRAJECTORY_OUTLIER_MAX_FRACTION, TRAJECTORY_PARAM_ATOL,
+    BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL,
+    BATCHNORM_TRAJECTORY_STATS_RTOL,
+    FLOAT64_GRAD_RTOL,
+    FORWARD_RTOL,
+    GAN_GENERATOR_DISPLACEMENT_RTOL,
+    GAN_GRAD_RTOL,
+    GAN_TRAJECTORY_LOSS_RTOL,
+    LOSS_RTOL,
+    TRAJECTORY_FLOAT64_RTOL,
+    TRAJECTORY_OUTLIER_MAX_FRACTION,
+    TRAJECTORY_PARAM_ATOL,
 )
 from torch_impl import gan as tgan
 from torch_impl import weights as torch_weights
@@ -277,7 +292,7 @@ def test_discriminator_loss_and_every_gradient_agree(models, batches, dtype):
         torch_model.zero_grad(set_to_none=True)
         t_loss = tgan.discriminator_loss(torch_model.discriminator, torch_model.generator, torch.from_numpy(x), torch.from_numpy(z))
         t_loss.backward()
-        j_loss, j_g = nnx.value_and_grad(jgan.discriminator_loss)(jax_model.discriminator, jax_model.generator, jnp.asarray(x), jnp.asarray(z))
+        j_loss, j_g = jax_value_and_grad(jgan.discriminator_loss, jax_model.discriminator, jax_model.generator, jnp.asarray(x), jnp.asarray(z))
         j_grads = jax_grads(jax_model.discriminator, j_g)
         t_sd, j_sd = state_dicts(torch_model, jax_model)
     assert_both_equal_reference(t_loss.item(), float(j_loss), expected, loss_rtol, "D loss")
@@ -299,7 +314,7 @@ def test_generator_loss_and_every_gradient_agree(models, batches, dtype):
         torch_model.zero_grad(set_to_none=True)
         t_loss = tgan.generator_loss(torch_model.generator, torch_model.discriminator, torch.from_numpy(z))
         t_loss.backward()
-        j_loss, j_g = nnx.value_and_grad(jgan.generator_loss)(jax_model.generator, jax_model.discriminator, jnp.asarray(z))
+        j_loss, j_g = jax_value_and_grad(jgan.generator_loss, jax_model.generator, jax_model.discriminator, jnp.asarray(z))
         j_grads = jax_grads(jax_model.generator, j_g)
         t_sd, j_sd = state_dicts(torch_model, jax_model)
     assert_both_equal_reference(t_loss.item(), float(j_loss), expected, loss_rtol, "G loss")

@@ -16,8 +16,14 @@ from jax_impl import mlp as jmlp
 from jax_impl import weights as jax_weights
 from shared.data import load_embedded_mnist
 from tests.parity import (
-    DIRECTIONS, assert_both_equal_reference, assert_close, assert_same_trajectory, assert_state_dicts_close,
-    loss_and_grads, paired_models, trajectories,
+    DIRECTIONS,
+    assert_both_equal_reference,
+    assert_close,
+    assert_same_trajectory,
+    assert_state_dicts_close,
+    loss_and_grads,
+    paired_models,
+    trajectories,
 )
 from tests.tolerances import FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL
 from torch_impl import mlp as tmlp

@@ -28,6 +28,7 @@ from jax_impl import rnn as jrnn
 from jax_impl import weights as jax_weights
 from shared.hparams import RNN_PER_NAME as HP
 from shared.names import load_names, one_hot_batch, one_hot_name
+from tests.numpy_reference import numpy_rnn_log_probs
 from tests.parity import DIRECTIONS, assert_close, jax_grads, paired_models, trajectories
 from tests.tolerances import FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL, TRAJECTORY_LOSS_RTOL, TRAJECTORY_PARAM_ATOL
 from torch_impl import rnn as trnn
@@ -212,7 +213,7 @@ def test_ten_per_name_sgd_steps_follow_the_same_trajectory(models, samples):
     start = torch_weights.state_dict_from_model(torch_model)
     steps = [(one_hot_name(name), np.array([y], np.int64)) for name, y in samples["trajectory"]]
     # lr HP.lr, the source's 0.001; the JAX step is jit-compiled once per name length
-    t_losses, j_losses = trajectories(trnn, jrnn, torch_model, jax_model, steps, HP.lr, "train_step_per_name")
+    t_losses, j_losses = trajectories(trnn, jrnn, torch_model, jax_model, steps, HP.lr, lambda arch: arch.train_step_per_name)
     for i, ((name, _), t_loss, j_loss) in enumerate(zip(samples["trajectory"], t_losses, j_losses)):
         close(j_loss, t_loss, TRAJECTORY_LOSS_RTOL, "per-name SGD: loss at each step", f"{i + 1} ({name!r})")
     t_params = torch_weights.state_dict_from_model(torch_model)
@@ -292,15 +293,8 @@ def test_padding_never_leaks(framework, samples):
 
 # ---------------------------------------------------------------- checks that share no code with the models
 def numpy_source_loss(state_dict: dict[str, np.ndarray], name: str, y: int) -> float:
-    """The source's loop in float64 numpy: hidden = hid_fc(combined), pred = log_softmax(out_fc(combined))."""
-    sd = {k: v.astype(np.float64) for k, v in state_dict.items()}
-    hidden = np.zeros(HP.hidden_dim)
-    for char in one_hot_name(name).astype(np.float64):
-        combined = np.concatenate([char, hidden])
-        out = sd["out_fc.weight"] @ combined + sd["out_fc.bias"]
-        hidden = sd["hid_fc.weight"] @ combined + sd["hid_fc.bias"]
-        pred = out - out.max() - np.log(np.sum(np.exp(out - out.max())))
-    return float(-pred[y])
+    """The source's loss in float64 numpy: the NLL of the label at the last character."""
+    return float(-numpy_rnn_log_probs(state_dict, one_hot_name(name), HP.hidden_dim)[y])
 
 
 def test_losses_equal_the_source_loop_in_float64_numpy(models, samples):

@@ -25,15 +25,32 @@ from jax_impl.training import CompiledStep
 from shared.data import binarize
 from shared.hparams import VAE
 from shared.metrics import neg_elbo
-from tests.numpy_reference import numpy_batchnorm, numpy_conv2d, numpy_conv_transpose2d
+from tests.numpy_reference import numpy_conv_transpose2d, numpy_neg_elbo, numpy_vae
 from tests.parity import (
-    DIRECTIONS, assert_both_equal_reference, assert_close, assert_state_dicts_close, jax_grads, loss_and_grads,
-    paired_models, shuffled_mnist, torch_grads,
+    DIRECTIONS,
+    assert_both_equal_reference,
+    assert_close,
+    assert_state_dicts_close,
+    jax_grads,
+    jax_value_and_grad,
+    loss_and_grads,
+    paired_models,
+    shuffled_mnist,
+    torch_grads,
 )
 from tests.tolerances import (
-    BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, BATCHNORM_TRAJECTORY_LOSS_RTOL, BATCHNORM_TRAJECTORY_STATS_RTOL,
-    BATCHNORM_TRAJECTORY_STRICT_STEPS, CONV_GRAD_RTOL, FLOAT64_GRAD_RTOL, FORWARD_RTOL, LOSS_RTOL,
-    TRAJECTORY_FLOAT64_RTOL, TRAJECTORY_LOSS_RTOL, TRAJECTORY_PARAM_ATOL, VAE_BATCHNORM_GRAD_RTOL,
+    BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL,
+    BATCHNORM_TRAJECTORY_LOSS_RTOL,
+    BATCHNORM_TRAJECTORY_STATS_RTOL,
+    BATCHNORM_TRAJECTORY_STRICT_STEPS,
+    CONV_GRAD_RTOL,
+    FLOAT64_GRAD_RTOL,
+    FORWARD_RTOL,
+    LOSS_RTOL,
+    TRAJECTORY_FLOAT64_RTOL,
+    TRAJECTORY_LOSS_RTOL,
+    TRAJECTORY_PARAM_ATOL,
+    VAE_BATCHNORM_GRAD_RTOL,
     VAE_TRAJECTORY_RUNNING_MEAN_RTOL,
 )
 from torch_impl import vae as tvae
@@ -119,53 +136,6 @@ def trained_models(trained_state):
 
 def running_statistics(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in state_dict.items() if ".running_" in k}
-
-
-def numpy_vae(state_dict: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray, batch_statistics: bool = False, z=None):
-    """The VAE in float64 numpy, from a torch state_dict: (logits, mean, logvar, running statistics after the pass).
-
-    Eval mode, or train mode with `batch_statistics`, where the running
-    statistics move the torch way (momentum 0.1, unbiased variance). With
-    `z`, the decoder decodes z rather than mean + std * eps (sampling).
-    """
-    p = {k: v.astype(np.float64) for k, v in state_dict.items()}
-    running = {}
-
-    def batchnorm(a, name):  # a is (B, C, H, W)
-        w, b = p[f"{name}.weight"], p[f"{name}.bias"]
-        if not batch_statistics:
-            return numpy_batchnorm(a, w, b, p[f"{name}.running_mean"], p[f"{name}.running_var"], VAE.batchnorm_eps)
-        n = a.size // a.shape[1]
-        m = VAE.batchnorm_momentum
-        running[f"{name}.running_mean"] = (1 - m) * p[f"{name}.running_mean"] + m * a.mean((0, 2, 3))
-        running[f"{name}.running_var"] = (1 - m) * p[f"{name}.running_var"] + m * a.var((0, 2, 3)) * n / (n - 1)
-        return numpy_batchnorm(a, w, b, eps=VAE.batchnorm_eps)
-
-    def leaky_relu(a):
-        return np.where(a > 0, a, VAE.leaky_relu_slope * a)
-
-    a = batchnorm(x.astype(np.float64).reshape(-1, 1, 28, 28), "input_bn")
-    a = leaky_relu(batchnorm(numpy_conv2d(a, p["conv1.weight"], p["conv1.bias"], stride=2, padding=1), "bn1"))
-    a = leaky_relu(batchnorm(numpy_conv2d(a, p["conv2.weight"], p["conv2.bias"], stride=2, padding=1), "bn2"))
-    h = a.reshape(len(a), -1)  # (C, H, W) order
-    mean = h @ p["mean.weight"].T + p["mean.bias"]
-    logvar = h @ p["logvar.weight"].T + p["logvar.bias"]
-    if z is None:
-        z = mean + np.sqrt(np.exp(logvar)) * eps  # standard deviation = sqrt(variance)
-    a = (z @ p["develop.weight"].T + p["develop.bias"]).reshape(-1, 64, 7, 7)
-    a = np.maximum(batchnorm(numpy_conv_transpose2d(a, p["deconv1.weight"], p["deconv1.bias"], stride=2), "bn3"), 0.0)
-    a = numpy_conv_transpose2d(a, p["deconv2.weight"], p["deconv2.bias"], stride=2, padding=1)
-    assert a.shape[1:] == (1, 29, 29)
-    logits = a[:, 0, 0:28, 0:28].reshape(len(a), -1)  # the centre 28x28 of 29x29: (29 - 28) // 2 = 0
-    return logits, mean, logvar, running
-
-
-def numpy_neg_elbo(logits: np.ndarray, mean: np.ndarray, logvar: np.ndarray, x: np.ndarray) -> float:
-    """-ELBO in nats, per image, averaged: -sum(x log p + (1 - x) log(1 - p)) + KL, p = sigmoid(logits)."""
-    p = 1 / (1 + np.exp(-logits))
-    log_lik = np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=1)
-    kl = 0.5 * np.sum(np.exp(logvar) + mean**2 - 1 - logvar, axis=1)
-    return float(np.mean(kl - log_lik))
 
 
 def torch_outputs(torch_model, x, eps) -> dict[str, np.ndarray]:
@@ -270,9 +240,9 @@ def test_reconstruct_and_sample_agree(trained_models, data):
     recon = 1 / (1 + np.exp(-numpy_vae(state_dict, x, np.zeros_like(z))[0]))  # decoded at z = mean
     means = 1 / (1 + np.exp(-numpy_vae(state_dict, x, None, z=z)[0]))  # decoded at z
     with torch.no_grad():
-        t_recon = tvae.reconstruct(torch_model, torch.from_numpy(x)).numpy()
+        t_recon = tvae.reconstruct(torch_model, torch.from_numpy(x))["images"].numpy()
         t_sample = {k: v.numpy() for k, v in tvae.sample(torch_model, torch.from_numpy(z), torch.from_numpy(u)).items()}
-    j_recon = np.asarray(jvae.reconstruct(jax_model, jnp.asarray(x)))
+    j_recon = np.asarray(jvae.reconstruct(jax_model, jnp.asarray(x))["images"])
     j_sample = {k: np.asarray(v) for k, v in jvae.sample(jax_model, jnp.asarray(z), jnp.asarray(u)).items()}
     assert_both_equal_reference(t_recon, j_recon, recon, FORWARD_RTOL, "reconstruction")
     assert_both_equal_reference(t_sample["means"], j_sample["means"], means, FORWARD_RTOL, "sample means")
@@ -297,7 +267,7 @@ def test_loss_is_the_negative_elbo_and_every_gradient_agrees(models, batches):
     """Train mode (batch statistics); why most gradients are held to VAE_BATCHNORM_GRAD_RTOL: tests/tolerances.py."""
     torch_model, jax_model = models
     x, eps = batches[1]
-    expected = numpy_neg_elbo(*numpy_vae(torch_weights.state_dict_from_model(torch_model), x, eps, batch_statistics=True)[:3], x)
+    expected = numpy_neg_elbo(*numpy_vae(torch_weights.state_dict_from_model(torch_model), x, eps, batch_statistics=True)[:3], x)["neg_elbo"]
     t_loss, t_g, j_loss, j_g = loss_and_grads(tvae, jvae, torch_model, jax_model, (x, eps))
     assert_close(t_loss, expected, LOSS_RTOL, "torch loss vs numpy -ELBO")
     assert_close(j_loss, expected, LOSS_RTOL, "jax loss vs numpy -ELBO")
@@ -329,7 +299,7 @@ def test_every_gradient_agrees_in_float64(batches):
     with jax.enable_x64(True):
         t_loss = tvae.loss_fn(torch_model, torch.from_numpy(x), torch.from_numpy(eps))
         t_loss.backward()
-        j_loss, j_grads = nnx.jit(nnx.value_and_grad(jvae.loss_fn))(jax_model, jnp.asarray(x), jnp.asarray(eps))  # compiled: faster than eager here
+        j_loss, j_grads = jax_value_and_grad(jvae.loss_fn, jax_model, jnp.asarray(x), jnp.asarray(eps))
         t_g, j_g = torch_grads(torch_model), jax_grads(jax_model, j_grads)
         t_loss, j_loss = t_loss.item(), float(j_loss)
     assert t_g["conv1.weight"].dtype == j_g["conv1.weight"].dtype == np.float64

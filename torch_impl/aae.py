@@ -37,8 +37,6 @@ from torch import nn
 
 from shared.hparams import hparams, variants
 
-DISCRIMINATOR_DROPOUT = 0.2  # D's and D_cat's in every variant; Q's and P's are the variant's hp.dropout
-
 
 class Encoder(nn.Module):
     """Q: x (B, 784) -> (z (B, z_dim), class logits (B, 10)); no class logits (None) unless `categorical`."""
@@ -95,7 +93,7 @@ class AAE(nn.Module):
     """Q, P and D of the `variant`, and D_cat (semi-supervised; else None).
 
     `dropout` replaces every network's dropout rate (the parity tests pass 0);
-    None keeps the variant's for Q and P and DISCRIMINATOR_DROPOUT for D and D_cat.
+    None keeps the variant's: hp.dropout for Q and P, hp.discriminator_dropout for D and D_cat.
     """
 
     def __init__(self, variant: str = "unsupervised", dropout: float | None = None):
@@ -107,18 +105,18 @@ class AAE(nn.Module):
         self.variant, self.hp = variant, hp
         self.encoder = Encoder(hp, hp.dropout if dropout is None else dropout, categorical=semi)
         self.decoder = Decoder(hp, hp.dropout if dropout is None else dropout, conditioned=variant != "unsupervised")
-        d_dropout = DISCRIMINATOR_DROPOUT if dropout is None else dropout
+        d_dropout = hp.discriminator_dropout if dropout is None else dropout
         self.discriminator = Discriminator(hp.z_dim, hp, d_dropout)
         self.discriminator_cat = Discriminator(hp.n_classes, hp, d_dropout) if semi else None
 
 
 class Optimizers(NamedTuple):
-    encoder: torch.optim.Optimizer  # Q on the reconstruction loss, gen_lr
-    decoder: torch.optim.Optimizer  # P on the reconstruction loss, gen_lr
-    generator: torch.optim.Optimizer  # Q fooling the discriminator(s), reg_lr
-    discriminator: torch.optim.Optimizer  # D, reg_lr
-    discriminator_cat: torch.optim.Optimizer | None  # D_cat, reg_lr (semi-supervised; else None)
-    classifier: torch.optim.Optimizer | None  # Q on the labelled cross-entropy, semi_lr (semi-supervised; else None)
+    encoder: torch.optim.Optimizer  # Q on the reconstruction loss, lr
+    decoder: torch.optim.Optimizer  # P on the reconstruction loss, lr
+    generator: torch.optim.Optimizer  # Q fooling the discriminator(s), regularization_lr
+    discriminator: torch.optim.Optimizer  # D, regularization_lr
+    discriminator_cat: torch.optim.Optimizer | None  # D_cat, regularization_lr (semi-supervised; else None)
+    classifier: torch.optim.Optimizer | None  # Q on the labelled cross-entropy, classification_lr (semi-supervised; else None)
 
 
 def init_model(seed: int, variant: str = "unsupervised", dropout: float | None = None) -> AAE:
@@ -165,16 +163,16 @@ def _adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def make_optimizer(model: AAE, lr: float | None = None) -> Optimizers:
-    """The source's separate Adam optimizers; `lr` (the training command's --lr) replaces gen_lr."""
+    """The source's separate Adam optimizers, at the variant's rate for each phase; `lr` replaces the reconstruction phase's."""
     hp, semi = model.hp, model.variant == "semisupervised"
-    gen_lr = hp.gen_lr if lr is None else lr
+    lr = hp.lr if lr is None else lr
     return Optimizers(
-        encoder=_adam(model.encoder, gen_lr),
-        decoder=_adam(model.decoder, gen_lr),
-        generator=_adam(model.encoder, hp.reg_lr),
-        discriminator=_adam(model.discriminator, hp.reg_lr),
-        discriminator_cat=_adam(model.discriminator_cat, hp.reg_lr) if semi else None,
-        classifier=_adam(model.encoder, hp.semi_lr) if semi else None,
+        encoder=_adam(model.encoder, lr),
+        decoder=_adam(model.decoder, lr),
+        generator=_adam(model.encoder, hp.regularization_lr),
+        discriminator=_adam(model.discriminator, hp.regularization_lr),
+        discriminator_cat=_adam(model.discriminator_cat, hp.regularization_lr) if semi else None,
+        classifier=_adam(model.encoder, hp.classification_lr) if semi else None,
     )
 
 
@@ -197,7 +195,9 @@ def _discriminator_update(discriminator: Discriminator, optimizer: torch.optim.O
     return loss.detach()
 
 
-def discriminator_step(model: AAE, optimizer: Optimizers, x: torch.Tensor, z_prior: torch.Tensor, y_prior: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+def discriminator_step(
+    model: AAE, optimizer: Optimizers, x: torch.Tensor, z_prior: torch.Tensor, y_prior: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Phase 2: D on prior samples z_prior vs Q(x), Q in eval mode; semi-supervised also D_cat on y_prior (one-hot) vs softmax.
 
     Returns (d_loss,) or (d_loss, d_cat_loss).

@@ -93,6 +93,6 @@ def eval_outputs(model: Autoencoder | ConvAutoencoder, x: torch.Tensor) -> dict[
     return {"logits": model(x)}
 
 
-def reconstruct(model: Autoencoder | ConvAutoencoder, x: torch.Tensor) -> torch.Tensor:
+def reconstruct(model: Autoencoder | ConvAutoencoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The reconstructed images (B, 784) in [0, 1]: the source's Sigmoid output."""
-    return torch.sigmoid(model(x))
+    return {"images": torch.sigmoid(model(x))}

@@ -17,7 +17,8 @@ from shared.hparams import CNN as HP
 
 
 class CNN(nn.Module):
-    def __init__(self, hp=HP, dropout: float = HP.dropout):
+    def __init__(self, hp=HP, dropout: float | None = None):
+        """`dropout` replaces hp.dropout (the benchmark and the parity tests pass 0)."""
         super().__init__()
         c_in, c1, c2, c3 = hp.channels
         self.conv1 = nn.Conv2d(c_in, c1, 1, bias=False)
@@ -28,7 +29,7 @@ class CNN(nn.Module):
         self.bn3 = nn.BatchNorm2d(c3, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
         self.fc1 = nn.Linear(c3 * 7 * 7, hp.hidden_dim, bias=False)  # 28x28 -> 14x14 -> 7x7 after two pools
         self.bn4 = nn.BatchNorm1d(hp.hidden_dim, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(hp.dropout if dropout is None else dropout)
         self.out = nn.Linear(hp.hidden_dim, hp.num_classes)
 
     def forward(self, x):
@@ -43,7 +44,7 @@ class CNN(nn.Module):
         return self.out(x)  # logits
 
 
-def init_model(seed: int, dropout: float = HP.dropout) -> CNN:
+def init_model(seed: int, dropout: float | None = None) -> CNN:
     """A CNN with torch's default initialisation, drawn from `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -20,6 +20,7 @@ Twin of jax_impl/gan.py: diff the two.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -66,8 +67,10 @@ class Discriminator(nn.Module):
 class GAN(nn.Module):
     def __init__(self, hp=HP):
         super().__init__()
+        self.hp = hp
         self.generator = Generator(hp)
         self.discriminator = Discriminator(hp)
+        self.apply(partial(_dcgan_init, std=hp.init_std))
 
 
 class Optimizers(NamedTuple):
@@ -75,12 +78,12 @@ class Optimizers(NamedTuple):
     generator: torch.optim.Optimizer
 
 
-def _dcgan_init(module: nn.Module) -> None:
-    """DCGAN's initialisation, applied to every layer: weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), bias 0."""
+def _dcgan_init(module: nn.Module, std: float) -> None:
+    """DCGAN's initialisation, applied to every layer: weights ~ N(0, std), BatchNorm scale ~ N(1, std), bias 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, HP.init_std)
+        nn.init.normal_(module.weight, 0.0, std)
     elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, HP.init_std)
+        nn.init.normal_(module.weight, 1.0, std)
         nn.init.zeros_(module.bias)
 
 
@@ -88,7 +91,7 @@ def init_model(seed: int) -> GAN:
     """A GAN with DCGAN's initialisation, drawn from `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return GAN().apply(_dcgan_init)
+        return GAN()
 
 
 def discriminator_loss(discriminator: Discriminator, generator: Generator, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -108,9 +111,10 @@ def generator_loss(generator: Generator, discriminator: Discriminator, z: torch.
 
 
 def make_optimizer(model: GAN, lr: float = HP.lr) -> Optimizers:
+    betas = (model.hp.beta1, 0.999)
     return Optimizers(  # fused: one kernel for all of a network's parameters
-        discriminator=torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(HP.beta1, 0.999), fused=True),
-        generator=torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(HP.beta1, 0.999), fused=True),
+        discriminator=torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas, fused=True),
+        generator=torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas, fused=True),
     )
 
 

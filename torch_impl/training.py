@@ -1,11 +1,14 @@
 """PyTorch machinery shared by all architectures: device, precision, step compilation, I/O.
 
-`Backend` has the same methods as jax_impl.training.Backend; the training
-command (shared/trainer.py) and the benchmark drive either through them.
+`Backend` implements shared.contract.Backend, as jax_impl.training.Backend
+does; the training command (shared/trainer.py) and the benchmark drive
+either through it.
 """
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +43,20 @@ def to_numpy(tree: Any) -> Any:
     return tree.detach().cpu().numpy()
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode, then every submodule back in the mode it had (as JAX's nnx.view leaves them)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 class CompiledStep:
-    """train_step(model, optimizer, *batch) bound to its model and optimizer, eager or torch.compile'd."""
+    """A train step (model, optimizer, *batch) bound to its model and optimizer, eager or torch.compile'd."""
 
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager"):
         if mode not in MODES:
@@ -83,24 +98,20 @@ class Backend:
     def make_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, mode: str = "torch-eager", step_name: str = "train_step") -> CompiledStep:
-        return CompiledStep(getattr(self.arch, step_name), model, optimizer, mode)
+    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None) -> CompiledStep:
+        return CompiledStep(step, model, optimizer, mode or MODES[0])
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     to_numpy = staticmethod(to_numpy)
 
-    def predict(self, model: torch.nn.Module, fn_name: str, *arrays: np.ndarray) -> Any:
-        """The architecture's `fn_name(model, *arrays)` in eval mode, numpy in and out."""
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            out = getattr(self.arch, fn_name)(model, *map(self.to_device, arrays))
-        model.train(was_training)
-        return to_numpy(out)
+    def predict(self, model: torch.nn.Module, fn: Callable, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        """fn(model, *arrays) in eval mode without gradients, numpy in and out; the model's modes are restored."""
+        with eval_mode(model), torch.no_grad():
+            return to_numpy(fn(model, *map(self.to_device, arrays)))
 
-    def sync(self, _result: Any = None) -> None:
+    def sync(self, result: Any = None) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -103,10 +103,10 @@ def eval_outputs(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> dict[str, to
     return {"logits": logits, "mean": mean, "logvar": logvar}
 
 
-def reconstruct(model: VAE, x: torch.Tensor) -> torch.Tensor:
+def reconstruct(model: VAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Bernoulli means of the decoder at the posterior mean."""
     mean, _ = model.encode(x)
-    return torch.sigmoid(model.decode(mean))
+    return {"images": torch.sigmoid(model.decode(mean))}
 
 
 def sample(model: VAE, z: torch.Tensor, u: torch.Tensor) -> dict[str, torch.Tensor]:

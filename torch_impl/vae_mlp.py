@@ -38,6 +38,7 @@ class Decoder(nn.Module):
 class VAE(nn.Module):
     def __init__(self, hp=HP):
         super().__init__()
+        self.hp = hp
         self.encoder = Encoder(hp)
         self.decoder = Decoder(hp)
 
@@ -76,7 +77,7 @@ def loss_fn(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """-(sum over the batch of [log p(x|z) - KL]) / M + 0.01 * sum of squares of the decoder."""
     logits, mu, logsigma = model(x, eps)
     elbo = bernoulli_log_likelihood(x, logits) - kl_divergence(mu, logsigma)
-    return -elbo.mean() + HP.decoder_l2 * decoder_l2(model)
+    return -elbo.mean() + model.hp.decoder_l2 * decoder_l2(model)
 
 
 def make_optimizer(model: VAE, lr: float = HP.lr) -> torch.optim.Optimizer:
@@ -97,10 +98,10 @@ def eval_outputs(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> dict[str, to
     return {"logits": logits, "mu": mu, "logsigma": logsigma}
 
 
-def reconstruct(model: VAE, x: torch.Tensor) -> torch.Tensor:
+def reconstruct(model: VAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Bernoulli means of the decoder at the posterior mean."""
     mu, _ = model.encoder(x)
-    return torch.sigmoid(model.decoder(mu))
+    return {"images": torch.sigmoid(model.decoder(mu))}
 
 
 def sample(model: VAE, z: torch.Tensor, u: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,203 @@
+"""The model-module contract: what every architecture module of torch_impl/ and jax_impl/ defines.
+
+Written once, here, with no framework imported: `Model` stands for a
+torch.nn.Module or an nnx.Module, `Optimizer` for a torch.optim.Optimizer or
+an nnx.Optimizer (or an `Optimizers` NamedTuple of them, one per network),
+`Array` for a torch.Tensor or a jax.Array. A module is named after its
+architecture (`torch_impl/mlp.py`, `jax_impl/mlp.py`) and is a plain module
+of functions: `ModelModule` below is what every one has, and each task
+(shared/tasks.py) names, in `Task.contract`, the protocol its architecture's
+modules satisfy. tests/test_contract.py checks every module of both trees
+against it: the names, the parameter names, and what each function returns.
+
+The functions take the model first. A training step updates the model and
+its optimizer in place and returns its loss (a 0-d array) or, for a step of
+several phases, the vector of `Task.loss_names`. Every inference function
+(eval_outputs, reconstruct, sample, encode, decode) returns a dict of named
+arrays; the caller puts the model in eval mode and turns gradients off
+(`Inference` below, through each framework's `Backend`, whose methods are
+written here too).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+Array = Any  # torch.Tensor | jax.Array
+Model = Any  # torch.nn.Module | nnx.Module
+Optimizer = Any  # torch.optim.Optimizer | nnx.Optimizer | a NamedTuple of them
+Outputs = dict[str, Array]
+TrainStep = Callable[..., Array]  # (model, optimizer, *batch) -> loss(es)
+
+
+class ModelModule(Protocol):
+    """Every architecture module."""
+
+    def init_model(self, seed: int) -> Model:
+        """A new model, its weights (and dropout masks, in JAX) drawn from `seed`.
+
+        Modules whose model depends on the data or the variant take keyword
+        arguments besides the seed (`Task.model_kwargs`: the RNN's n_classes,
+        the autoencoder's and the AAE's variant).
+        """
+
+    def make_optimizer(self, model: Model, lr: float) -> Optimizer:
+        """The architecture's optimizer(s) over the model's parameters, learning rate `lr`."""
+
+
+class ClassifierModule(ModelModule, Protocol):
+    """mlp, cnn."""
+
+    def train_step(self, model: Model, optimizer: Optimizer, x: Array, y: Array) -> Array: ...
+
+    def eval_outputs(self, model: Model, x: Array) -> Outputs:
+        """{"logits"}."""
+
+
+class RnnModule(ModelModule, Protocol):
+    """rnn: two forms of one model, a padded batch and the source's one name per step."""
+
+    def train_step(self, model: Model, optimizer: Optimizer, chars: Array, lengths: Array, y: Array) -> Array: ...
+
+    def train_step_per_name(self, model: Model, optimizer: Optimizer, chars: Array, y: Array) -> Array: ...
+
+    def eval_outputs(self, model: Model, chars: Array, lengths: Array) -> Outputs:
+        """{"logits"}: the log-probabilities at each name's last character."""
+
+
+class AutoencoderModule(ModelModule, Protocol):
+    """autoencoder (both variants)."""
+
+    def train_step(self, model: Model, optimizer: Optimizer, x: Array) -> Array: ...
+
+    def eval_outputs(self, model: Model, x: Array) -> Outputs:
+        """{"logits"}: the reconstruction's pixel logits."""
+
+    def reconstruct(self, model: Model, x: Array) -> Outputs:
+        """{"images"}: the reconstructions in [0, 1]."""
+
+
+class VaeModule(ModelModule, Protocol):
+    """vae_mlp, vae."""
+
+    def train_step(self, model: Model, optimizer: Optimizer, x: Array, eps: Array) -> Array: ...
+
+    def eval_outputs(self, model: Model, x: Array, eps: Array) -> Outputs:
+        """{"logits"} at z = mean + sigma * eps, and the posterior's parameters
+        ({"mu", "logsigma"} for vae_mlp, {"mean", "logvar"} for vae)."""
+
+    def reconstruct(self, model: Model, x: Array) -> Outputs:
+        """{"images"}: the decoder's Bernoulli means at the posterior mean."""
+
+    def sample(self, model: Model, z: Array, u: Array) -> Outputs:
+        """{"means", "pixels"}: the decoder's Bernoulli means at z, and pixels drawn with the uniforms u."""
+
+
+class GanModule(ModelModule, Protocol):
+    """gan: a discriminator step then a generator step; judged by its samples alone."""
+
+    def train_step(self, model: Model, optimizer: Optimizer, x: Array, z_d: Array, z_g: Array) -> Array: ...
+
+    def sample(self, model: Model, z: Array) -> Outputs:
+        """{"images"}: G(z) in [-1, 1]."""
+
+
+class AaeModule(ModelModule, Protocol):
+    """aae: one multi-phase step per variant."""
+
+    def train_step_unsupervised(self, model: Model, optimizer: Optimizer, x: Array, z_prior: Array) -> Array: ...
+
+    def train_step_supervised(self, model: Model, optimizer: Optimizer, x: Array, y: Array, z_prior: Array) -> Array: ...
+
+    def train_step_semisupervised(
+        self, model: Model, optimizer: Optimizer, x: Array, z_prior: Array, y_prior: Array, x_labelled: Array, y_labelled: Array,
+    ) -> Array: ...
+
+    def encode(self, model: Model, x: Array) -> Outputs:
+        """{"z"} (+ "class_logits", semi-supervised): the codes."""
+
+    def decode(self, model: Model, z: Array, y: Array) -> Outputs:
+        """{"images"}: P(z, y) in [0, 1]."""
+
+    def eval_outputs(self, model: Model, x: Array, y: Array) -> Outputs:
+        """{"logits", "z"} (+ "class_logits"): P conditioned as in training (y: one-hot labels, read by the supervised variant)."""
+
+
+class Backend(Protocol):
+    """The framework machinery, once per framework: torch_impl.training.Backend and jax_impl.training.Backend.
+
+    The training command (shared/trainer.py) and the benchmark
+    (benchmarks/worker.py) drive either through these, and only these.
+    """
+
+    framework: str  # "torch" or "jax"
+    modes: tuple[str, ...]  # the benchmark's step modes: torch-eager, torch-compile; jax-jit
+    arch: ModelModule  # the architecture's module in this framework's tree
+
+    def __init__(self, arch: str, device: str = "auto") -> None: ...
+
+    def init_model(self, seed: int, init: Path | None = None, **model_kwargs: Any) -> Model:
+        """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given."""
+
+    def make_optimizer(self, model: Model, lr: float) -> Optimizer: ...
+
+    def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None) -> CompiledStep:
+        """`step` bound to model and optimizer, compiled for `mode` (default: the framework's first)."""
+
+    def to_device(self, array: np.ndarray) -> Array: ...
+
+    def to_numpy(self, tree: Any) -> Any: ...
+
+    def predict(self, model: Model, fn: Callable[..., Outputs], *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        """fn(model, *arrays) in eval mode without gradients, numpy in and out; the model's own mode is left as it was."""
+
+    def sync(self, result: Any = None) -> None:
+        """Wait until the device has computed `result` (the benchmark reads the clock after this)."""
+
+    def save_model(self, model: Model, path: Path) -> None: ...
+
+    def device_name(self) -> str: ...
+
+    def versions(self) -> dict[str, str]: ...
+
+
+class CompiledStep(Protocol):
+    """A training step bound to its model and optimizer: step(*batch) -> loss(es)."""
+
+    def __call__(self, *batch: Array) -> Array: ...
+
+    def write_back(self) -> None:
+        """Bring the model and optimizer objects up to date (JAX keeps the state apart while it trains)."""
+
+
+class Inference:
+    """A model's inference functions, bound to it: eval mode, no gradient, numpy in and numpy out.
+
+    What the tasks evaluate and draw pictures with, the same in both
+    frameworks: `Inference(backend, model).eval_outputs(x)` calls the
+    architecture module's `eval_outputs(model, x)` through `backend.predict`.
+    """
+
+    def __init__(self, backend: Backend, model: Model):
+        self._backend, self._arch, self._model = backend, backend.arch, model
+
+    def _run(self, fn: Callable[..., Outputs], arrays: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+        return self._backend.predict(self._model, fn, *arrays)
+
+    def eval_outputs(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(self._arch.eval_outputs, arrays)
+
+    def reconstruct(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(self._arch.reconstruct, (x,))
+
+    def sample(self, *noise: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(self._arch.sample, noise)
+
+    def encode(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(self._arch.encode, (x,))
+
+    def decode(self, z: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(self._arch.decode, (z, y))
