@@ -10,10 +10,10 @@ import gzip
 import importlib.util
 import math
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -1,8 +1,8 @@
 """PNG pictures of digit grids, from numpy arrays."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

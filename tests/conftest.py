@@ -1,13 +1,64 @@
-"""Shared fixtures: both frameworks in full float32 precision, the test data folders."""
+"""Shared fixtures: both frameworks in full float32 precision, the test data folders, one JAX compilation cache.
+
+The suite compiles the same JAX computations many times over: each parity
+test builds its own jit-compiled step for each direction, and the training
+and benchmark tests start new processes. A persistent compilation cache in a
+folder of this session (shared by the xdist workers and the subprocesses,
+removed at the end) compiles each of them once; what runs, and what is
+checked, is the same.
+"""
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from jax_impl.training import pin_float32_precision as pin_jax
-from torch_impl.training import pin_float32_precision as pin_torch
 
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist (-n N), each worker gets its own share of the CPUs, and its subprocesses too.
+
+    Two processes whose thread pools each span both cores of a 2-core machine
+    slow torch down many times over (OpenMP threads spin waiting for a core);
+    pinned, each worker's torch and XLA size their pools to its share.
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = cpus[int(worker.removeprefix("gw")) % int(count) :: int(count)] or cpus
+    os.sched_setaffinity(0, share)
+    os.environ["OMP_NUM_THREADS"] = str(len(share))
+
+
+def _session_jax_cache() -> str:
+    """The folder of this session's JAX compilation cache: made by the first process, shared by its xdist workers."""
+    folder = os.environ.get("ZOO_TESTS_JAX_CACHE")
+    if not folder:
+        folder = os.environ["ZOO_TESTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="zoo-tests-jax-cache-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+_pin_xdist_worker()
+_JAX_CACHE = _session_jax_cache()
+os.environ.update({
+    "JAX_COMPILATION_CACHE_DIR": _JAX_CACHE,
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+})
+
+import jax  # noqa: E402
+
+from jax_impl.training import pin_float32_precision as pin_jax  # noqa: E402
+from torch_impl.training import pin_float32_precision as pin_torch  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)  # this process, whenever JAX was first imported
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 pin_torch()
 pin_jax()
 

@@ -14,7 +14,7 @@ second test fails and the AAE's trajectory bounds can tighten
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np

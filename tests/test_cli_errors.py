@@ -19,8 +19,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from shared.errors import run_cli
-
 from tests.conftest import REPO_ROOT, SHARED_DATA
+
 MNIST_DIR = SHARED_DATA / "mnist"
 IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"

@@ -25,8 +25,8 @@ from shared.data import (
     stratified_split,
 )
 from shared.errors import UserError
-
 from tests.conftest import SHARED_DATA
+
 MNIST_DIR = SHARED_DATA / "mnist"
 IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"

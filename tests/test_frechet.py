@@ -10,10 +10,7 @@ import pytest
 import torch
 
 from shared.data import load_embedded_mnist, load_mnist
-from shared.frechet import (
-    CLASSIFIER_PATH, FEATURE_DIM, Classifier, class_histogram, classifier_shapes, default_classifier,
-    frechet_distance, sample_quality,
-)
+from shared.frechet import CLASSIFIER_PATH, FEATURE_DIM, Classifier, class_histogram, classifier_shapes, default_classifier, frechet_distance, sample_quality
 from shared.metrics import accuracy
 from shared.weights import WeightsError, load_weights, save_weights
 from torch_impl import mlp as tmlp

@@ -25,7 +25,6 @@ from shared.names import (
     read_names_dir,
     split_names,
 )
-
 from tests.conftest import SHARED_DATA
 
 CLASSIC_CLASSES = [

@@ -6,12 +6,17 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from jax_impl.train import main as jax_train
+from shared.data import load_embedded_mnist
 from shared.tasks import TASKS
 from shared.weights import load_weights
 from tests.conftest import REPO_ROOT
+from torch_impl import aae as taae
 from torch_impl.train import main as torch_train
+from torch_impl.weights import load_model
 
 TRAIN = {"torch": torch_train, "jax": jax_train}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -28,8 +33,29 @@ PICTURES = {
 
 
 # The semi-supervised variant runs every phase and draws every picture (~12 s for both
-# frameworks); the other two, ~18 s more, only with -m slow (the default suite's 10-minute budget).
+# frameworks); the other two, ~18 s more, only with -m slow (the default suite's budget).
 VARIANTS = [pytest.param(v, marks=[] if v == "semisupervised" else pytest.mark.slow) for v in LOSSES]
+
+
+def torch_test_metrics(weights, variant: str) -> dict[str, float]:
+    """The test BCE (the source's BCELoss on P's sigmoid) and the semi-supervised test error, in torch, from a weights file."""
+    test = load_embedded_mnist()
+    model = taae.init_model(0, variant)
+    load_model(model, weights)
+    model.eval()
+    x, y = torch.from_numpy(test.test_x), torch.from_numpy(test.test_y)
+    with torch.no_grad():
+        z, class_logits = model.encoder(x)
+        if variant == "unsupervised":
+            code = None
+        elif variant == "supervised":
+            code = F.one_hot(y, 10).float()
+        else:
+            code = F.softmax(class_logits, dim=-1)
+        out = {"test_bce": float(torch.nn.BCELoss()(torch.sigmoid(model.decoder(z, code)), x))}
+        if class_logits is not None:
+            out["test_error"] = float((class_logits.argmax(-1) != y).float().mean())
+    return out
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -42,6 +68,10 @@ def test_each_variant_trains_and_draws_its_pictures(framework, variant, tmp_path
     if variant == "semisupervised":
         assert metrics["config"]["labels"] == 100 and metrics["config"]["unlabelled"] == 3900
         assert last["test_error"] < 0.5  # ~0.3 after one epoch on 100 labels; chance is 0.9
+    expected = torch_test_metrics(tmp_path / "weights.safetensors", variant)  # what the written weights do
+    assert last["test_bce"] == pytest.approx(expected["test_bce"], rel=1e-5)
+    if variant == "semisupervised":
+        assert last["test_error"] == pytest.approx(expected["test_error"], abs=1.5e-3)  # a digit on the fence at most
     keys = load_weights(tmp_path / "weights.safetensors")
     assert ("discriminator_cat.lin1.weight" in keys) == (variant == "semisupervised")
     # P's input: z (2-d), [one-hot label, z], [softmax(class logits), z (10-d)]

@@ -1,7 +1,7 @@
 """python -m torch_impl.train ARCH [flags]: train an architecture in torch (see shared/trainer.py)."""
-from torch_impl.training import Backend
 from shared.errors import run_cli
 from shared.trainer import train_main
+from torch_impl.training import Backend
 
 
 def main(argv: list[str] | None = None) -> dict:
