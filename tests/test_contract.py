@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 import pytest
+from torch import nn as torch_nn
 
 from shared import contract
 from shared.hparams import HPARAMS, label
@@ -154,3 +155,31 @@ def test_steps_and_inference_functions_return_what_the_contract_says(arch, varia
                 outputs.setdefault(name, {})[framework] = {k: v.shape for k, v in out.items()}
     for name, shapes in outputs.items():
         assert shapes["torch"] == shapes["jax"], f"{label(arch, variant)}.{name}: torch returns {shapes['torch']}, JAX {shapes['jax']}"
+
+
+def modes(framework: str, model) -> list[bool]:
+    """Whether each dropout and BatchNorm layer of the model is in train mode."""
+    if framework == "torch":
+        return [m.training for m in model.modules() if isinstance(m, (torch_nn.Dropout, torch_nn.modules.batchnorm._BatchNorm))]
+    from flax import nnx
+
+    layers = [m for _, m in nnx.iter_graph(model) if hasattr(m, "deterministic") or hasattr(m, "use_running_average")]
+    return [not getattr(m, "deterministic", getattr(m, "use_running_average", True)) for m in layers]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_predict_runs_in_eval_mode_and_leaves_the_model_as_it_was(framework):
+    """The CNN (dropout and BatchNorm): predict is deterministic and equals eval mode, in train mode, eval mode and a mix."""
+    backend = importlib.import_module(f"{framework}_impl.training").Backend("cnn", "cpu")
+    model = backend.init_model(0)
+    x = TASKS["cnn"].load().data.test_x[:8]
+    model.eval()
+    expected = backend.predict(model, backend.arch.eval_outputs, x)["logits"]
+    for setup in ("train", "eval", "mixed"):
+        model.train() if setup != "eval" else model.eval()
+        if setup == "mixed":
+            model.dropout.eval()
+        before = modes(framework, model)
+        out = backend.predict(model, backend.arch.eval_outputs, x)["logits"]
+        np.testing.assert_array_equal(out, expected, err_msg=f"{framework}, model in {setup} mode")
+        assert modes(framework, model) == before, f"{framework}: predict changed the modes of a model in {setup} mode"
