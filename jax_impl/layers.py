@@ -245,8 +245,9 @@ def max_pool2(x: jax.Array) -> jax.Array:
     background), the whole gradient goes to the first in row-major order.
     nnx.max_pool's gradient (reduce_window, transposed to select_and_scatter)
     took ~20 of the CNN step's 86 ms on XLA:CPU (AMD EPYC Zen 5); this
-    argmax-and-gather form takes a few, and the step went to 72 ms. (A plain reshape-and-max would share the gradient
-    among equal maxima: a different gradient, which the float64 parity test catches.)
+    argmax-and-gather form takes a few, and the step went to 72 ms. (A plain
+    reshape-and-max would share the gradient among equal maxima: a different
+    gradient, which the float64 parity test catches.)
     """
     b, h, w, c = x.shape
     windows = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, c, 4)
