@@ -7,6 +7,7 @@ either through it.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,34 @@ def to_numpy(tree: Any) -> Any:
     return jax.tree.map(np.asarray, tree)
 
 
+def committed(leaves: list[jax.Array]) -> list[jax.Array]:
+    """The arrays committed to the device they are on, as a jitted function's outputs are.
+
+    jit compiles once per committedness of its inputs, so uncommitted first
+    inputs (as model initialisation leaves them) would compile a training step
+    a second time when its own outputs come back in.
+    """
+    return [jax.device_put(leaf, next(iter(leaf.devices()))) for leaf in leaves]
+
+
+def model_from_file(make: Callable[[], nnx.Module], path: Path) -> nnx.Module:
+    """make() with its parameters and running statistics from the weights file at `path`, as load_model(make(), path) gives.
+
+    Eagerly, make() compiles each random initialiser on its own (27 programs
+    and 9 s for the GAN on a 2-core VM) for values the file then overwrites.
+    Here the structure comes from nnx.eval_shape and the one part the file
+    does not hold, the random streams' state (dropout keys), from a single
+    compiled call that returns only that, so XLA drops the initialisers.
+    """
+    model = nnx.eval_shape(make)
+    for _, variable in nnx.iter_graph(model):
+        if isinstance(variable, (nnx.Param, nnx.BatchStat)):  # placeholders of the right shape, for the file's checks
+            variable.set_value(np.zeros(variable.get_value().shape, variable.get_value().dtype))
+    nnx.update(model, nnx.jit(lambda: nnx.state(make(), nnx.RngState))())
+    load_model(model, path)
+    return model
+
+
 class CompiledStep:
     """A train step (model, optimizer, *batch) as one jit-compiled pure function.
 
@@ -63,10 +92,7 @@ class CompiledStep:
         self.objects = (model, optimizer)
         graphdef, state = nnx.split(self.objects)
         leaves, self.treedef = jax.tree.flatten(state)
-        # Committed to the device they are on, as the step's outputs will be: jit
-        # compiles once per committedness, so uncommitted first inputs (as model
-        # initialisation leaves them) would compile the whole step a second time.
-        self.leaves = [jax.device_put(leaf, next(iter(leaf.devices()))) for leaf in leaves]
+        self.leaves = committed(leaves)
 
         def pure_step(leaves, *batch):
             model, optimizer = nnx.merge(graphdef, jax.tree.unflatten(self.treedef, leaves))
@@ -83,6 +109,30 @@ class CompiledStep:
         nnx.update(self.objects, jax.tree.unflatten(self.treedef, self.leaves))
 
 
+class CompiledInference:
+    """An inference function (model, *batch) on an eval-mode view of its model, as one jit-compiled pure function.
+
+    The benchmark's inference step, split once like CompiledStep (no NNX
+    graph walk per call); nothing is donated: the state is read, not updated.
+    """
+
+    def __init__(self, fn, model: nnx.Module, mode: str = "jax-jit"):
+        if mode not in MODES:
+            raise UserError(f"--mode {mode}: JAX supports {', '.join(MODES)}")
+        view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+        graphdef, state = nnx.split(view)
+        leaves, treedef = jax.tree.flatten(state)
+        self.leaves = committed(leaves)
+
+        def pure_fn(leaves, *batch):
+            return fn(nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves)), *batch)
+
+        self.fn = jax.jit(pure_fn)
+
+    def __call__(self, *batch: jax.Array) -> dict[str, jax.Array]:
+        return self.fn(self.leaves, *batch)
+
+
 class Backend:
     framework = "jax"
     modes = MODES
@@ -95,11 +145,9 @@ class Backend:
         pin_float32_precision()
 
     def init_model(self, seed: int, init: Path | None = None, **model_kwargs) -> nnx.Module:
+        make = lambda: self.arch.init_model(seed, **model_kwargs)  # noqa: E731
         with jax.default_device(self.device):
-            model = self.arch.init_model(seed, **model_kwargs)
-            if init is not None:
-                load_model(model, init)
-        return model
+            return make() if init is None else model_from_file(make, init)
 
     def make_optimizer(self, model: nnx.Module, lr: float) -> nnx.Optimizer:
         with jax.default_device(self.device):
@@ -107,6 +155,9 @@ class Backend:
 
     def compile_step(self, model, optimizer, step: Callable, mode: str | None = None) -> CompiledStep:
         return CompiledStep(step, model, optimizer, mode or MODES[0])
+
+    def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
+        return CompiledInference(fn, model, mode or MODES[0])
 
     def to_device(self, array: np.ndarray) -> jax.Array:
         return jax.device_put(array, self.device)
@@ -137,3 +188,12 @@ class Backend:
 
     def versions(self) -> dict[str, str]:
         return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
+
+    def settings(self) -> dict[str, object]:
+        """What changes XLA's speed here: its flags, the matmul precision, the platform."""
+        return {
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "default_matmul_precision": jax.config.jax_default_matmul_precision,
+            "platform": self.device.platform,
+            "cpu_devices": len(jax.devices("cpu")),
+        }

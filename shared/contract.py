@@ -147,6 +147,9 @@ class Backend(Protocol):
     def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None) -> CompiledStep:
         """`step` bound to model and optimizer, compiled for `mode` (default: the framework's first)."""
 
+    def compile_inference(self, model: Model, fn: Callable[..., Outputs], mode: str | None = None) -> Callable[..., Outputs]:
+        """fn bound to the model in eval mode, without gradients, compiled for `mode`: f(*batch) -> outputs (the benchmark's)."""
+
     def to_device(self, array: np.ndarray) -> Array: ...
 
     def to_numpy(self, tree: Any) -> Any: ...
@@ -162,6 +165,9 @@ class Backend(Protocol):
     def device_name(self) -> str: ...
 
     def versions(self) -> dict[str, str]: ...
+
+    def settings(self) -> dict[str, object]:
+        """The framework settings that change its speed (threads, XLA flags, matmul precision), for the benchmark's records."""
 
 
 class CompiledStep(Protocol):

@@ -41,7 +41,10 @@ class Task:
     contract: type = ModelModule  # the protocol the architecture's modules satisfy (shared/contract.py)
     loss_names: tuple[str, ...] = ("loss",)  # what the step returns: one loss, or a vector of these
     fixed_batch_size: int | None = None  # set when the variant defines its batch size
+    min_train_batch: int = 1  # the smallest batch a training step is defined on
     n_train: int
+    n_infer: int  # the examples infer_batch draws from: the test split
+    quality: tuple[str, str]  # the test metric a run is judged by, and whether "max" or "min" is better
     source: str  # where the data came from, for the metrics file
 
     def __init__(self, variant: str | None = None):
@@ -71,6 +74,14 @@ class Task:
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
 
+    def infer_step(self, arch: ModelModule) -> Callable:
+        """The inference function the benchmark times (the model in eval mode, no gradient): eval_outputs by default."""
+        return arch.eval_outputs
+
+    def infer_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """The arguments of infer_step after the model, for test examples `idx`."""
+        raise NotImplementedError
+
     def evaluate(self, model: Inference) -> dict[str, float]:
         raise NotImplementedError
 
@@ -85,12 +96,13 @@ class GaussianVaeTask(Task):
     """
 
     contract = VaeModule
+    quality = ("test_neg_elbo", "min")
 
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
         self.train_x = binarize(data.train_x)
         self.test_x = binarize(data.test_x)
-        self.n_train = len(self.train_x)
+        self.n_train, self.n_infer = len(self.train_x), len(self.test_x)
         self.source = data.source
 
     def posterior(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +113,13 @@ class GaussianVaeTask(Task):
         """(x, eps) for train_step: binary images and the reparameterisation noise."""
         eps = rng.standard_normal((len(idx), self.hp.latent_dim), dtype=np.float32)
         return self.train_x[idx], eps
+
+    def infer_step(self, arch: VaeModule) -> Callable:
+        return arch.reconstruct
+
+    def infer_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x,) for reconstruct: binary test images."""
+        return (self.test_x[idx],)
 
     def eval_noise(self) -> np.ndarray:
         """The same eps for every evaluation, whatever the framework."""
@@ -166,17 +185,25 @@ class AutoencoderTask(Task):
 
     arch = "autoencoder"
     contract = AutoencoderModule
+    quality = ("test_bce", "min")
 
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
         self.train_x, self.test_x = data.train_x, data.test_x
-        self.n_train = len(self.train_x)
+        self.n_train, self.n_infer = len(self.train_x), len(self.test_x)
         self.source = data.source
         self.model_kwargs = {"variant": self.variant}
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """(x,) for train_step: the images are their own targets."""
         return (self.train_x[idx],)
+
+    def infer_step(self, arch: AutoencoderModule) -> Callable:
+        return arch.reconstruct
+
+    def infer_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x,) for reconstruct: test images."""
+        return (self.test_x[idx],)
 
     def evaluate(self, model: Inference) -> dict[str, float]:
         logits = in_batches(model.eval_outputs, self.test_x)["logits"]
@@ -207,12 +234,13 @@ class GanTask(Task):
     arch = "gan"
     contract = GanModule
     loss_names = ("d_loss", "g_loss")
+    quality = ("frechet_distance", "min")
 
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
         self.train_x = to_tanh_range(data.train_x)
         self.real_test_x = data.test_x  # in [0, 1], as the classifier reads them
-        self.n_train = len(self.train_x)
+        self.n_train, self.n_infer = len(self.train_x), len(self.real_test_x)
         self.source = data.source
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -220,6 +248,13 @@ class GanTask(Task):
         z_d = rng.standard_normal((len(idx), self.hp.latent_dim), dtype=np.float32)
         z_g = rng.standard_normal((len(idx), self.hp.latent_dim), dtype=np.float32)
         return self.train_x[idx], z_d, z_g
+
+    def infer_step(self, arch: GanModule) -> Callable:
+        return arch.sample
+
+    def infer_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(z,) for sample: as many latents as examples asked for."""
+        return (rng.standard_normal((len(idx), self.hp.latent_dim), dtype=np.float32),)
 
     def eval_latents(self, count: int, offset: int = 0) -> np.ndarray:
         rng = np.random.default_rng(EVAL_NOISE_SEED + offset)
@@ -273,7 +308,8 @@ class AaeTask(Task):
             self.loss_names = ("recon_loss", "d_loss", "g_loss")
         self.unlabelled = np.arange(len(data.train_x))
         self.labelled = np.arange(0)
-        self.n_train = len(self.unlabelled)
+        self.n_train, self.n_infer = len(self.unlabelled), len(data.test_x)
+        self.quality = ("test_error", "min") if self.semisupervised else ("test_bce", "min")
         if self.semisupervised:
             self.set_labels(self.hp.labels)
 
@@ -305,6 +341,13 @@ class AaeTask(Task):
             "semisupervised": arch.train_step_semisupervised,
         }
         return steps[self.variant]
+
+    def infer_step(self, arch: AaeModule) -> Callable:
+        return arch.encode
+
+    def infer_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x,) for encode: test images."""
+        return (self.data.test_x[idx],)
 
     def prior(self, rng: np.random.Generator, count: int) -> np.ndarray:
         return (self.hp.prior_std * rng.standard_normal((count, self.hp.z_dim))).astype(np.float32)
@@ -350,6 +393,14 @@ class AaeTask(Task):
         return paths
 
 
+def padded_batch(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot names and their lengths, padded to the longest rounded up to a multiple of LENGTH_BUCKET.
+
+    Few distinct shapes to compile, few wasted time steps.
+    """
+    return one_hot_batch(names, -(-max(map(len, names)) // LENGTH_BUCKET) * LENGTH_BUCKET)
+
+
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
@@ -367,6 +418,7 @@ class ClassifierTask(Task):
     """
 
     class_names: list[str]
+    quality = ("test_accuracy", "max")
 
     def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         """(the arguments of eval_outputs for the whole split, its labels)."""
@@ -403,12 +455,16 @@ class MnistClassifierTask(ClassifierTask):
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
         self.data = data
-        self.n_train = len(data.train_x)
+        self.n_train, self.n_infer = len(data.train_x), len(data.test_x)
         self.source = data.source
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """(x, y) for train_step: images (B, 784) and integer labels."""
         return self.data.train_x[idx], self.data.train_y[idx]
+
+    def infer_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x,) for eval_outputs: test images."""
+        return (self.data.test_x[idx],)
 
     def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         if split == "train":
@@ -422,6 +478,7 @@ class MlpTask(MnistClassifierTask):
 
 class CnnTask(MnistClassifierTask):
     arch = "cnn"
+    min_train_batch = 2  # BatchNorm1d after the convolutions normalises over the batch alone
 
 
 class RnnTask(ClassifierTask):
@@ -440,7 +497,7 @@ class RnnTask(ClassifierTask):
         self.names = names
         self.source = names.source
         self.class_names = names.classes
-        self.n_train = len(names.train_names)
+        self.n_train, self.n_infer = len(names.train_names), len(names.test_names)
         self.length = names.max_length
         self.model_kwargs = {"n_classes": len(names.classes)}
         self._eval_arrays: dict[str, tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
@@ -459,10 +516,11 @@ class RnnTask(ClassifierTask):
         names = [self.names.train_names[i] for i in idx]
         if self.variant == "per-name":
             return one_hot_name(names[0]), self.names.train_y[idx]
-        # Padded to the batch's longest name rounded up to a multiple of LENGTH_BUCKET:
-        # few distinct shapes to compile, few wasted time steps.
-        length = -(-max(map(len, names)) // LENGTH_BUCKET) * LENGTH_BUCKET
-        return (*one_hot_batch(names, length), self.names.train_y[idx])
+        return (*padded_batch(names), self.names.train_y[idx])
+
+    def infer_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(chars (B, T, 57), lengths (B,)) for eval_outputs, test names padded as train_batch pads (both forms: B = 1 per name)."""
+        return padded_batch([self.names.test_names[i] for i in idx])
 
     def eval_arrays(self, split: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         if split not in self._eval_arrays:  # encoded once, then reused by every evaluation

@@ -97,6 +97,7 @@ def prepare_out_dir(out: Path) -> Path:
 
 
 def train_main(argv: list[str] | None, backend_cls) -> dict:
+    began = time.perf_counter()
     args = build_parser(backend_cls.framework).parse_args(argv)
     if args.variant is not None and args.variant not in variants(args.arch):
         raise UserError(f"--variant {args.variant}: {args.arch} has {', '.join(variants(args.arch))}")
@@ -137,10 +138,12 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
             step.write_back()
             record = {"epoch": epoch, **train_losses, **task.evaluate(inference)}
             record["seconds"] = round(time.perf_counter() - start, 3)
+            record["elapsed_s"] = round(time.perf_counter() - began, 3)  # since the command began (data, model, compilation)
             history.append(record)
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
     final = {**(history[-1] if history else task.evaluate(inference))}
     final.pop("seconds", None)
+    final.pop("elapsed_s", None)
     if not history:
         print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
 

@@ -55,20 +55,24 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def compiled(fn: Callable, mode: str) -> Callable:
+    """fn as the mode runs it: itself (torch-eager) or torch.compile'd, one graph per input shape."""
+    if mode not in MODES:
+        raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)}")
+    if mode == "torch-eager":
+        return fn
+    # Never a dynamic-shape graph: the per-name RNN sees one shape per name
+    # length (up to ~20), more than the default limit of 8 recompilations,
+    # after which torch would silently run eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(fn, dynamic=False)
+
+
 class CompiledStep:
     """A train step (model, optimizer, *batch) bound to its model and optimizer, eager or torch.compile'd."""
 
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager"):
-        if mode not in MODES:
-            raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)}")
-        if mode == "torch-compile":
-            # One graph per input shape, never a dynamic-shape graph: the per-name
-            # RNN step sees one shape per name length (up to ~20), more than the
-            # default limit of 8 recompilations, after which torch would run eager.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self.fn = torch.compile(step_fn, dynamic=False)
-        else:
-            self.fn = step_fn
+        self.fn = compiled(step_fn, mode)
         self.model, self.optimizer = model, optimizer
         model.train()
 
@@ -77,6 +81,22 @@ class CompiledStep:
 
     def write_back(self) -> None:
         """Nothing to do: torch updates the model in place (see the JAX twin)."""
+
+
+class CompiledInference:
+    """An inference function (model, *batch) bound to its model in eval mode, without autograd, eager or torch.compile'd.
+
+    The benchmark's inference step; the model is put in eval mode for good
+    (unlike Backend.predict, which restores it).
+    """
+
+    def __init__(self, fn, model: torch.nn.Module, mode: str = "torch-eager"):
+        self.fn = compiled(fn, mode)
+        self.model = model.eval()
+
+    def __call__(self, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            return self.fn(self.model, *batch)
 
 
 class Backend:
@@ -100,6 +120,9 @@ class Backend:
 
     def compile_step(self, model, optimizer, step: Callable, mode: str | None = None) -> CompiledStep:
         return CompiledStep(step, model, optimizer, mode or MODES[0])
+
+    def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
+        return CompiledInference(fn, model, mode or MODES[0])
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -125,3 +148,14 @@ class Backend:
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__}
+
+    def settings(self) -> dict[str, object]:
+        """What changes torch's speed here: threads, matmul precision, the backends in use."""
+        return {
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
+            "cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        }
