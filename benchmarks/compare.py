@@ -1,42 +1,65 @@
-"""Time one training step per architecture x framework x mode, on CPU or GPU.
+"""Time every architecture in both frameworks: training and inference steps, memory, batch-size sweeps, repeated rounds.
 
-    python benchmarks/compare.py                      # every architecture, every mode, CPU
-    python benchmarks/compare.py --arch vae_mlp --mode jax-jit --steps 200
-    python benchmarks/compare.py --device gpu
+    python benchmarks/compare.py                          # every architecture, train and infer, every mode, 3 rounds
+    python benchmarks/compare.py --arch mlp cnn --batch-size 1 8 64 512
+    python benchmarks/compare.py --task fit --arch mlp    # time to result: the training command in each framework
+    python benchmarks/compare.py --diff OLD/results.json NEW/results.json
 
-Each configuration runs in its own process (benchmarks/worker.py) with the
-same number of threads; all rows of an architecture start from the same
-weights and batches, so their final losses must agree. Efficiency is the
-step's matmul/conv FLOPs over (the framework's own large float32 matmul
-throughput x step time): 1.0 would mean the step ran at the matmul floor.
-Writes OUT/results.json, OUT/results.md and OUT/results.png.
+Each configuration (architecture, variant, task, framework, mode, batch size)
+runs in its own process (benchmarks/worker.py), which loads and compiles once
+and serves all its rounds. The processes of one architecture and batch size
+load side by side, then warm up one at a time, then time in interleaved
+rounds (A B C, A B C, ...) while the others wait, so that a slow minute of
+the machine hits them alike; ratios are formed within a round. All rows of
+an architecture start from the same weights and see the same batches, so
+their first-step losses (training) or outputs (inference) must agree.
+OUT/results.json is rewritten after every finished group, so an interrupted
+run keeps what it measured and --resume continues it. See docs/benchmark.md.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shlex
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks import report  # noqa: E402
 from shared.errors import UserError, run_cli  # noqa: E402
 from shared.hparams import HPARAMS, label, variants  # noqa: E402
-from shared.trainer import ArgumentParser, non_negative_int, positive_int  # noqa: E402
+from shared.machine import cpu_name  # noqa: E402
+from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, write_json  # noqa: E402
 
+SCHEMA_VERSION = 2
 FRAMEWORK_MODES = {"torch": ("torch-eager", "torch-compile"), "jax": ("jax-jit",)}
 ALL_MODES = [m for modes in FRAMEWORK_MODES.values() for m in modes]
-LOSS_AGREEMENT_RTOL = 1e-4
+FIT_MODE = {"torch": "torch-eager", "jax": "jax-jit"}  # what the training command runs
+TASKS = ("train", "infer", "fit")
+LOSS_AGREEMENT_RTOL = 1e-4  # first-step losses of one group, relative
+OUTPUT_AGREEMENT_RTOL = 1e-4  # inference outputs, relative to the largest entry (float32 forward passes agree to ~1e-6)
+UNSTABLE_SPREAD = 0.10  # a row whose round medians spread more than this, relative to their median
+HANDOFF_PAUSE_S = 0.05  # between two processes' rounds: the last one's spinning threads go to sleep
 WORKER = Path(__file__).resolve().with_name("worker.py")
+ROOT = Path(__file__).resolve().parents[1]
+KEY = ("arch", "variant", "task", "mode", "batch_size")  # a row's identity, within a results file and across two
+PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "device", "batch_size", "repeats", "steps", "max_time",
+             "warmup", "threads", "seed", "xla_flags", "fit_epochs")  # what --resume must find unchanged
 COLUMNS = [
-    "arch", "variant", "framework", "mode", "device", "batch_size", "threads", "step_ms_median", "step_ms_p10", "step_ms_p90",
-    "compile_s", "samples_per_s", "flops_per_step", "gflops_per_s", "peak_gflops_per_s", "efficiency", "first_loss", "final_loss",
-]
+    "arch", "variant", "task", "framework", "mode", "device", "batch_size", "threads", "repeats",
+    "step_ms_median", "step_ms_spread", "step_ms_p10", "step_ms_p90", "unstable", "compile_s", "samples_per_s",
+    "flops_per_step", "gflops_per_s", "peak_gflops_per_s", "efficiency", "peak_mem_mb",
+]  # every train and infer row has these; train rows also first_loss, final_loss; infer rows output_rel_diff
 
 
 def build_parser() -> ArgumentParser:
@@ -44,110 +67,370 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--arch", nargs="+", choices=sorted(HPARAMS), default=sorted(HPARAMS))
     every_variant = sorted({v for arch in HPARAMS for v in variants(arch)})
     p.add_argument("--variant", nargs="+", choices=every_variant, help="only these variants (default: all; rnn: batched, per-name)")
+    p.add_argument("--task", nargs="+", choices=TASKS, default=["train", "infer"],
+                   help="train: a training step; infer: an inference step (eval mode, no gradient); fit: the training command to the end")
     p.add_argument("--framework", nargs="+", choices=sorted(FRAMEWORK_MODES), default=sorted(FRAMEWORK_MODES, reverse=True))
     p.add_argument("--mode", nargs="+", choices=ALL_MODES, default=ALL_MODES)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--batch-size", type=positive_int, help="default: each architecture's training batch size (the per-name RNN always takes 1)")
-    p.add_argument("--steps", type=positive_int, default=100, help="timed steps per configuration")
-    p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed steps first (the first one compiles)")
+    p.add_argument("--batch-size", nargs="+", type=positive_int,
+                   help="one or more (a sweep); default: each architecture's training batch size (the per-name RNN always takes 1)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="rounds per configuration, interleaved across the modes")
+    p.add_argument("--steps", type=positive_int, default=1000, help="timed steps per configuration at most, over all rounds")
+    p.add_argument("--max-time", type=positive_float, default=2.0, help="seconds of timed steps per configuration at most (at least 3 steps a round)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (the first one compiles)")
     p.add_argument("--threads", type=positive_int, default=len(os.sched_getaffinity(0)), help="CPU threads for every configuration")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--xla-flags", default=None, metavar='"FLAGS"', help="XLA_FLAGS for the JAX workers (default: the project's, see docs/benchmark.md)")
+    p.add_argument("--fit-epochs", type=positive_int, help="--task fit: epochs (default: each architecture's)")
     p.add_argument("--out", type=Path, default=Path("results") / "benchmark", help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out, skipping what it measured")
+    p.add_argument("--diff", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two results.json files row by row")
     return p
 
 
-def run_worker(cfg: dict, tmp: Path) -> dict:
-    """Run one configuration in a fresh process; a failure there is a one-line error here."""
-    name = f"{cfg['job']}-{cfg['framework']}-{cfg.get('arch', '')}-{cfg.get('variant', '')}-{cfg.get('mode', '')}"
-    cfg_path, out_path = tmp / f"{name}.cfg.json", tmp / f"{name}.out.json"
-    cfg_path.write_text(json.dumps(cfg))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(WORKER), str(cfg_path), str(out_path)], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        last = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
-        raise UserError(f"{cfg['framework']} {cfg.get('mode', 'matmul peak')} on {cfg['device']}: {last}")
-    return json.loads(out_path.read_text())
-
-
-def plan(args) -> list[tuple[str, str, str, str]]:
-    """(arch, variant, framework, mode) of every row, in table order."""
+# ---------------------------------------------------------------- the plan
+def plan(args) -> list[dict]:
+    """Every configuration to run, grouped (in order) by architecture, variant and batch size."""
     if not set(args.mode) & {m for f in args.framework for m in FRAMEWORK_MODES[f]}:
         raise UserError(f"--mode {' '.join(args.mode)} belongs to no framework in --framework {' '.join(args.framework)}")
     pairs = [(a, v) for a in args.arch for v in variants(a) if args.variant is None or v in args.variant or len(variants(a)) == 1]
     if not pairs:
         raise UserError(f"--variant {' '.join(args.variant)}: none of --arch {' '.join(args.arch)} has it")
-    return [(a, v, f, m) for a, v in pairs for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode]
+    configs = []
+    for arch, variant in pairs:
+        hp = HPARAMS[arch][variant]
+        fixed = getattr(hp, "batch_size_fixed", False)
+        for batch_size in [hp.batch_size] if fixed or not args.batch_size else args.batch_size:
+            for task in [t for t in TASKS if t in args.task]:
+                if task == "fit":
+                    modes = [(f, FIT_MODE[f]) for f in args.framework]
+                else:
+                    modes = [(f, m) for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode]
+                configs += [{"arch": arch, "variant": variant, "task": task, "framework": f, "mode": m, "batch_size": batch_size,
+                             "device": args.device} for f, m in modes]
+    check_batch_sizes(configs)
+    return configs
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = build_parser().parse_args(argv)
-    if args.threads > len(os.sched_getaffinity(0)):
-        raise UserError(f"--threads {args.threads}: only {len(os.sched_getaffinity(0))} CPUs are available")
-    configs = plan(args)
-    out = args.out
+def check_batch_sizes(configs: list[dict]) -> None:
+    from benchmarks.inputs import benchmark_task, examples
+
+    for c in {(c["arch"], c["variant"], c["task"], c["batch_size"]): c for c in configs}.values():
+        task = benchmark_task(c["arch"], c["variant"])
+        available = examples(task, "infer" if c["task"] == "infer" else "train")
+        if c["batch_size"] > available:
+            split = "test" if c["task"] == "infer" else "training"
+            raise UserError(f"--batch-size {c['batch_size']}: {label(c['arch'], c['variant'])} has {available} {split} examples")
+        if c["task"] != "infer" and c["batch_size"] < task.min_train_batch:
+            raise UserError(f"--batch-size {c['batch_size']}: {label(c['arch'], c['variant'])} trains on batches of "
+                            f"{task.min_train_batch} or more (its BatchNorm normalises over the batch); --task infer times it at any size")
+
+
+def group_key(config: dict) -> tuple:
+    return config["arch"], config["variant"], config["batch_size"]
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row[k] for k in KEY)
+
+
+def plan_settings(args, configs: list[dict]) -> dict:
+    """What defines a run's configuration set: --resume refuses a folder measured with other settings."""
+    return {
+        "arch": sorted({c["arch"] for c in configs}), "variant": sorted({c["variant"] for c in configs}),
+        "task": sorted(args.task), "framework": sorted(args.framework), "mode": sorted({c["mode"] for c in configs}),
+        "device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, "steps": args.steps,
+        "max_time": args.max_time, "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
+        "xla_flags": xla_flags(args), "fit_epochs": args.fit_epochs,
+    }
+
+
+def xla_flags(args) -> str:
+    from jax_impl.xla import default_xla_flags  # imports no JAX
+
+    return default_xla_flags() if args.xla_flags is None else args.xla_flags
+
+
+# ---------------------------------------------------------------- the results file
+def load_results(path: Path, what: str) -> dict:
+    """A results.json of this schema, or a one-line error naming the file and what is wrong with it."""
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path}: a folder, expected a results.json") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{what} {path}: not a results file ({type(e).__name__}: {e})") from None
+    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION or not isinstance(results.get("rows"), list):
+        raise UserError(f"{what} {path}: not a results file of benchmarks/compare.py (schema_version {SCHEMA_VERSION} with rows)")
+    for row in results["rows"]:
+        if not isinstance(row, dict) or not set(KEY) <= set(row):
+            raise UserError(f"{what} {path}: a row without {', '.join(KEY)}")
+    return results
+
+
+def prepare_out(out: Path) -> None:
+    """The output folder exists and can be written, checked before anything is measured."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    from benchmarks.inputs import count_step_flops, write_initial_weights
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        common = {"device": args.device, "threads": args.threads, "seed": args.seed}
-        peaks = {}
-        for framework in dict.fromkeys(f for _, _, f, _ in configs):
-            print(f"measuring {framework} float32 matmul peak on {args.device} ...", file=sys.stderr)
-            peaks[framework] = run_worker({"job": "peak", "framework": framework, "arch": "vae_mlp", **common}, tmp)
-        for arch, variant in dict.fromkeys((a, v) for a, v, _, _ in configs):
-            hp = HPARAMS[arch][variant]
-            batch_size = hp.batch_size if getattr(hp, "batch_size_fixed", False) else args.batch_size or hp.batch_size
-            init = tmp / f"{arch}-{variant}.safetensors"
-            write_initial_weights(arch, variant, args.seed, init)
-            flops = count_step_flops(arch, variant, batch_size, args.steps, args.seed)
-            for framework, mode in [(f, m) for a, v, f, m in configs if (a, v) == (arch, variant)]:
-                print(f"timing {label(arch, variant)} {mode} ...", file=sys.stderr)
-                cfg = {"job": "step", "framework": framework, "arch": arch, "variant": variant, "mode": mode,
-                       "batch_size": batch_size, "steps": args.steps, "warmup": max(args.warmup, 1), "lr": hp.lr,
-                       "init": str(init), **common}
-                rows.append(make_row(cfg, run_worker(cfg, tmp), peaks[framework]["peak_gflops_per_s"], flops))
-    flag_disagreements(rows)
-    write_outputs(out, rows, args)
+
+def new_results(args, argv: list[str], configs: list[dict]) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "machine": {
+            "cpu": cpu_name(), "cpus_available": len(os.sched_getaffinity(0)), "node": platform.node(),
+            "platform": platform.platform(), "python": platform.python_version(),
+        },
+        "versions": {},
+        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/compare.py", *argv]),
+        "settings": plan_settings(args, configs),
+        "peaks": {},
+        "phases": {},
+        "rows": [],
+    }
+
+
+def resumed_results(args, argv: list[str], configs: list[dict]) -> dict:
+    path = args.out / "results.json"
+    if not path.exists():
+        raise UserError(f"--resume: {path} does not exist (nothing to continue; run without --resume)")
+    results = load_results(path, "--resume")
+    wanted = plan_settings(args, configs)
+    for key in PLAN_KEYS:
+        if results.get("settings", {}).get(key) != wanted[key]:
+            raise UserError(
+                f"--resume {args.out}: measured with another {key} ({results.get('settings', {}).get(key)!r} there, {wanted[key]!r} now)"
+            )
+    results["command"] = new_results(args, argv, configs)["command"]
+    return results
+
+
+# ---------------------------------------------------------------- worker processes
+class ForkServer:
+    """One framework's fork server (benchmarks/worker.py --fork-server): it imports the framework once, then forks each configuration's process."""
+
+    def __init__(self, framework: str, args, tmp: Path):
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.log = open(tmp / f"fork-server-{framework}.stderr", "w+")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER), "--fork-server", framework, str(args.threads), str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            env=worker_env(framework, xla_flags(args), tmp), cwd=ROOT,
+        )
+        theirs.close()
+        self.framework = framework
+
+    def fork(self, cfg_path: Path, fds: list[int]) -> int:
+        """A new process serving the configuration in cfg_path, with fds as its stdin, stdout and stderr; its pid."""
+        try:
+            socket.send_fds(self.sock, [json.dumps({"config": str(cfg_path)}).encode()], fds)
+            answer = self.sock.recv(64)
+        except OSError:
+            answer = b""
+        if not answer:
+            self.log.seek(0)
+            lines = [line for line in self.log.read().splitlines() if line.strip()]
+            raise UserError(f"the {self.framework} fork server stopped ({lines[-1] if lines else f'exit status {self.proc.poll()}'})")
+        return int(answer)
+
+    def close(self) -> None:
+        self.sock.close()  # the server's loop ends
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class Worker:
+    """One configuration's process: JSON commands in, JSON events out; a failure there is a one-line error here."""
+
+    def __init__(self, cfg: dict, tmp: Path, server: ForkServer, name: str | None = None):
+        self.cfg, self.finished = cfg, False
+        self.name = name or f"{label(cfg['arch'], cfg['variant'])} {cfg['task']} {cfg['mode']}"
+        stem = "-".join(str(cfg.get(k, "")) for k in ("job", "framework", "arch", "variant", "task", "mode", "batch_size"))
+        cfg_path = tmp / f"{stem}.json"
+        cfg_path.write_text(json.dumps(cfg))
+        self.stderr = open(tmp / f"{stem}.stderr", "w+")  # noqa: SIM115 - closed in close()
+        child_stdin, stdin = os.pipe()
+        stdout, child_stdout = os.pipe()
+        try:
+            self.pid = server.fork(cfg_path, [child_stdin, child_stdout, self.stderr.fileno()])
+        finally:
+            os.close(child_stdin)
+            os.close(child_stdout)
+        self.stdin, self.stdout = os.fdopen(stdin, "w"), os.fdopen(stdout)
+
+    def expect(self, event: str) -> dict:
+        for line in self.stdout:
+            if not line.startswith('{"event"'):
+                continue  # a library's chatter on stdout
+            message = json.loads(line)
+            if message["event"] == "error":
+                raise UserError(f"{self.name} on {self.cfg['device']}: {message['message']}")
+            if message["event"] == event:
+                self.finished = event == "done"
+                return message
+        self.finished = True  # its stdout closed: it has exited
+        self.stderr.seek(0)
+        lines = [line for line in self.stderr.read().splitlines() if line.strip()]
+        last = lines[-1].removeprefix("error: ") if lines else "no message"
+        raise UserError(f"{self.name} on {self.cfg['device']}: the worker stopped ({last})")
+
+    def command(self, cmd: str, event: str, **fields) -> dict:
+        try:
+            self.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
+            self.stdin.flush()
+        except BrokenPipeError:
+            pass  # it has exited: expect() reports why
+        return self.expect(event)
+
+    def close(self) -> None:
+        if not self.finished:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        for stream in (self.stdin, self.stdout, self.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def worker_env(framework: str, flags: str, tmp: Path) -> dict:
+    """The environment of a framework's processes: XLA's flags, and a JAX compilation cache of this run.
+
+    Within one run no two configurations compile the same training or
+    inference step (each is one architecture, variant, task and batch size),
+    so the cache serves only the small programs that initialise the models,
+    which every process of an architecture compiles anew (4-9 s of a JAX
+    process's start on a 2-core VM); compile_s stays the step's own.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
+    if framework == "jax":
+        env.update({"XLA_FLAGS": flags, "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax-cache"),
+                    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+    return env
+
+
+def measure_peak(framework: str, args, tmp: Path, server: ForkServer) -> float:
+    worker = Worker({"job": "peak", "framework": framework, "arch": "vae_mlp", "variant": "default", "device": args.device,
+                     "threads": args.threads}, tmp, server, name=f"{framework} matmul peak")
+    try:
+        return worker.expect("done")["peak_gflops_per_s"]
+    finally:
+        worker.close()
+
+
+def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, progress, phases: dict) -> list[dict]:
+    """Load the group's processes side by side, warm them up one by one, time them in interleaved rounds.
+
+    `phases` gets the wall seconds of each phase (load, warmup, rounds), where a run's time goes.
+    """
+    began = time.perf_counter()
+    from benchmarks.inputs import count_flops, write_initial_weights
+
+    arch, variant, batch_size = group_key(group[0])
+    init = tmp / f"{arch}-{variant}.safetensors"
+    if not init.exists():
+        write_initial_weights(arch, variant, args.seed, init)
+    flops = {t: count_flops(arch, variant, t, batch_size, args.seed) for t in dict.fromkeys(c["task"] for c in group)}
+    hp = HPARAMS[arch][variant]
+    workers = []
+    try:
+        for c in group:
+            cfg = {**c, "job": "step", "warmup": max(args.warmup, 1), "threads": args.threads, "seed": args.seed, "lr": hp.lr,
+                   "init": str(init), "outputs": str(tmp / f"outputs-{arch}-{variant}-{batch_size}-{c['mode']}.npz")}
+            workers.append(Worker(cfg, tmp, servers[c["framework"]]))
+        progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: loading {len(workers)} processes")
+        for w in workers:
+            w.expect("loaded")
+        phases["load_s"], began = time.perf_counter() - began, time.perf_counter()
+        ready = {}
+        for w in workers:
+            progress.set_postfix_str(f"{w.name} batch {batch_size}: compiling")
+            ready[w.name] = w.command("warmup", "ready")
+            time.sleep(HANDOFF_PAUSE_S)
+        phases["warmup_s"], began = time.perf_counter() - began, time.perf_counter()
+        rounds = {w.name: [] for w in workers}
+        per_round = {"max_steps": -(-args.steps // args.repeats), "max_time": args.max_time / args.repeats}
+        for r in range(args.repeats):
+            progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: round {r + 1}/{args.repeats}")
+            for w in workers:  # A B C, A B C, ...: a slow moment of the machine hits every mode alike
+                rounds[w.name].append(w.command("round", "round", **per_round)["times"])
+                time.sleep(HANDOFF_PAUSE_S)
+        done = {w.name: w.command("finish", "done") for w in workers}
+        phases["rounds_s"] = time.perf_counter() - began
+    finally:
+        for w in workers:
+            w.close()
+    rows = [make_row(w.cfg, ready[w.name], rounds[w.name], done[w.name], peaks[w.cfg["framework"]], flops[w.cfg["task"]], args)
+            for w in workers]
+    check_agreement(rows, tmp)
     return rows
 
 
-def make_row(cfg: dict, result: dict, peak: float, flops: float) -> dict:
-    step_s = result["step_ms_median"] / 1e3
-    row = {k: cfg[k] for k in ("arch", "variant", "framework", "mode", "device", "batch_size", "threads")}
-    row.update({k: result[k] for k in ("step_ms_median", "step_ms_p10", "step_ms_p90", "compile_s", "warmup_steps", "samples_per_s")})
+def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak: float, flops: float, args) -> dict:
+    """A row: the median over rounds of each round's median step, their spread (min-max), and the rest."""
+    round_medians = [float(np.median(times)) for times in rounds]
+    step_s = float(np.median(round_medians))
+    every = np.concatenate(rounds)
+    row = {k: cfg[k] for k in ("arch", "variant", "task", "framework", "mode", "device", "batch_size", "threads")}
     row.update({
+        "repeats": len(rounds),
+        "timed_steps": int(len(every)),
+        "step_ms_median": 1e3 * step_s,
+        "step_ms_spread": [1e3 * min(round_medians), 1e3 * max(round_medians)],
+        "step_ms_rounds": [1e3 * m for m in round_medians],
+        "step_ms_p10": 1e3 * float(np.percentile(every, 10)),
+        "step_ms_p90": 1e3 * float(np.percentile(every, 90)),
+        "unstable": (max(round_medians) - min(round_medians)) > UNSTABLE_SPREAD * step_s,
+        "compile_s": ready["compile_s"],
+        "warmup_steps": ready["warmup_steps"],
+        "samples_per_s": cfg["batch_size"] / step_s,
         "flops_per_step": flops,
         "gflops_per_s": flops / step_s / 1e9,
         "peak_gflops_per_s": peak,
         "efficiency": flops / (peak * 1e9 * step_s),
-        "first_loss": result["first_loss"],
-        "final_loss": result["final_loss"],
-        "device_name": result["device_name"],
-        "versions": result["versions"],
+        "peak_mem_mb": done["peak_mem_mb"],
+        "peak_mem_method": done["peak_mem_method"],
+        "device_name": done["device_name"],
+        "versions": done["versions"],
+        "settings": done["settings"],
     })
+    if cfg["task"] == "train":
+        row.update(first_loss=ready["first_loss"], final_loss=done["final_loss"])
     return row
 
 
-def flag_disagreements(rows: list[dict]) -> None:
-    """Compare each row with the first row of its (arch, variant).
+def check_agreement(rows: list[dict], tmp: Path) -> None:
+    """Every row against the first row of its task: first-step losses (train) or first outputs (infer).
 
     The loss of the first step (same weights, same batch) must agree to
-    LOSS_AGREEMENT_RTOL, or the row is flagged: it did not compute the same
+    LOSS_AGREEMENT_RTOL, the inference outputs to OUTPUT_AGREEMENT_RTOL of
+    their largest entry, or the row is flagged: it did not compute the same
     thing. The final loss's relative difference is reported too: float32
     rounding differences grow over the steps, slowly for smooth models, fast
     for ReLU networks under Adam at a high learning rate (tests/tolerances.py).
     """
     reference = {}
     for row in rows:
-        ref = reference.setdefault((row["arch"], row["variant"]), row)
-        row["first_loss_rel_diff"] = rel_diff(row["first_loss"], ref["first_loss"])
-        row["final_loss_rel_diff"] = rel_diff(row["final_loss"], ref["final_loss"])
-        row["loss_agrees"] = row["first_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
+        ref = reference.setdefault(row["task"], row)
+        if row["task"] == "train":
+            row["first_loss_rel_diff"] = rel_diff(row["first_loss"], ref["first_loss"])
+            row["final_loss_rel_diff"] = rel_diff(row["final_loss"], ref["final_loss"])
+            row["loss_agrees"] = row["first_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
+        else:
+            ours, theirs = (np.load(tmp / f"outputs-{r['arch']}-{r['variant']}-{r['batch_size']}-{r['mode']}.npz") for r in (row, ref))
+            row["output_rel_diff"] = max(max_rel_diff(ours[k], theirs[k]) for k in theirs.files)
+            row["outputs_agree"] = row["output_rel_diff"] <= OUTPUT_AGREEMENT_RTOL
 
 
 def rel_diff(loss, reference) -> float:
@@ -156,108 +439,111 @@ def rel_diff(loss, reference) -> float:
     return float(np.max(np.abs(loss - reference) / np.maximum(np.abs(reference), 1e-30)))
 
 
-def format_losses(loss) -> str:
-    return " / ".join(f"{v:.6g}" for v in np.atleast_1d(loss))
+def max_rel_diff(output: np.ndarray, reference: np.ndarray) -> float:
+    """max |output - reference| over max |reference|."""
+    output, reference = np.asarray(output, np.float64), np.asarray(reference, np.float64)
+    return float(np.max(np.abs(output - reference)) / max(float(np.max(np.abs(reference))), 1e-30))
 
 
-def row_label(row: dict) -> str:
-    return label(row["arch"], row["variant"])
+# ---------------------------------------------------------------- time to result
+def run_fit(group: list[dict], args, tmp: Path, progress) -> list[dict]:
+    """The training command of each framework, from one initial weights file, to the end: wall time and quality."""
+    from benchmarks.inputs import benchmark_task, write_initial_weights
+
+    arch, variant, batch_size = group_key(group[0])
+    task = benchmark_task(arch, variant)
+    init = tmp / f"fit-{arch}-{variant}.safetensors"
+    write_initial_weights(arch, variant, args.seed, init)
+    cpus = sorted(os.sched_getaffinity(0))[: args.threads]
+    rows = []
+    for c in group:
+        progress.set_postfix_str(f"{label(arch, variant)} fit: the {c['framework']} training command, to the end")
+        out = args.out / "fit" / f"{label(arch, variant).replace('/', '-')}-{c['framework']}"
+        cmd = [sys.executable, "-m", f"{c['framework']}_impl.train", arch, "--variant", variant, "--init", str(init),
+               "--seed", str(args.seed), "--device", args.device, "--batch-size", str(batch_size), "--out", str(out)]
+        cmd += ["--epochs", str(args.fit_epochs)] if args.fit_epochs else []
+        start = time.perf_counter()
+        env = {**worker_env(c["framework"], xla_flags(args), tmp), "OMP_NUM_THREADS": str(args.threads)}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            raise UserError(f"{label(arch, variant)} fit in {c['framework']}: {lines[-1] if lines else proc.returncode}")
+        metrics = json.loads((out / "metrics.json").read_text())
+        name, better = task.quality
+        epochs = metrics["epochs"]
+        rows.append({
+            **{k: c[k] for k in ("arch", "variant", "task", "framework", "mode", "device", "batch_size")},
+            "threads": args.threads,
+            "wall_s": wall,
+            "epochs": len(epochs),
+            "epoch_s_median": float(np.median([e["seconds"] for e in epochs])) if epochs else None,
+            "quality_metric": name, "quality_better": better, "quality": metrics["final"][name],
+            "curve": [[e["elapsed_s"], e[name]] for e in epochs],
+            "device_name": metrics["config"]["device"], "versions": metrics["config"]["versions"],
+            "settings": {"xla_flags": xla_flags(args)} if c["framework"] == "jax" else {},
+        })
+    return rows
 
 
-def jax_over_torch(rows: list[dict]) -> dict[str, float]:
-    """Per architecture and variant: jax-jit step time / the best torch mode's step time (< 1: JAX faster)."""
-    ratios = {}
-    for name in dict.fromkeys(map(row_label, rows)):
-        jax = [r["step_ms_median"] for r in rows if row_label(r) == name and r["framework"] == "jax"]
-        torch = [r["step_ms_median"] for r in rows if row_label(r) == name and r["framework"] == "torch"]
-        if jax and torch:
-            ratios[name] = jax[0] / min(torch)
-    return ratios
+# ---------------------------------------------------------------- the run
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.diff:
+        old, new = (load_results(path, "--diff") for path in args.diff)
+        print("\n".join(report.diff_lines(old, new, *args.diff)))
+        return {}
+    if args.threads > len(os.sched_getaffinity(0)):
+        raise UserError(f"--threads {args.threads}: only {len(os.sched_getaffinity(0))} CPUs are available")
+    configs = plan(args)
+    prepare_out(args.out)
+    results = resumed_results(args, argv, configs) if args.resume else new_results(args, argv, configs)
+    measured = {row_key(r) for r in results["rows"]}
+    todo = [c for c in configs if row_key(c) not in measured]
+    groups: dict[tuple, list[dict]] = {}
+    for c in todo:
+        groups.setdefault((*group_key(c), c["task"] == "fit"), []).append(c)
 
+    from tqdm import tqdm
 
-def batched_over_per_name(rows: list[dict]) -> dict[str, float]:
-    """Per framework: names per second of the batched RNN over the per-name loop, each in its best mode."""
-    speedups = {}
-    for framework in dict.fromkeys(r["framework"] for r in rows):
-        best = {
-            variant: max((r["samples_per_s"] for r in rows if (r["arch"], r["variant"], r["framework"]) == ("rnn", variant, framework)), default=None)
-            for variant in ("batched", "per-name")
-        }
-        if None not in best.values():
-            speedups[framework] = best["batched"] / best["per-name"]
-    return speedups
-
-
-def summary_lines(rows: list[dict]) -> list[str]:
-    lines = [f"- {name}: jax-jit / best torch step time = {v:.2f}" for name, v in jax_over_torch(rows).items()]
-    lines += [f"- rnn, {fw}: batched / per-name names per second = {v:.0f}x (best mode of each)" for fw, v in batched_over_per_name(rows).items()]
-    return lines
-
-
-def format_table(rows: list[dict]) -> list[str]:
-    header = ["arch", "mode", "batch", "step ms (p10-p90)", "compile s", "samples/s", "GFLOP/s", "peak", "efficiency", "final loss (rel. diff)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        flag = "" if r["loss_agrees"] else f" DISAGREES (first step {r['first_loss_rel_diff']:.1e})"
-        drift = f" ({r['final_loss_rel_diff']:.0e})" if r["final_loss_rel_diff"] > LOSS_AGREEMENT_RTOL else ""
-        lines.append("| " + " | ".join([
-            row_label(r), r["mode"], str(r["batch_size"]),
-            f"{r['step_ms_median']:.3f} ({r['step_ms_p10']:.3f}-{r['step_ms_p90']:.3f})",
-            f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}",
-            f"{r['peak_gflops_per_s']:.0f}", f"{r['efficiency']:.2f}", f"{format_losses(r['final_loss'])}{drift}{flag}",
-        ]) + " |")
-    return lines
-
-
-def machine_summary(rows: list[dict], args) -> list[str]:
-    names = sorted({f"{r['framework']}: {r['device_name']}" for r in rows})
-    versions = {k: v for r in rows for k, v in r["versions"].items()}
-    return [
-        f"- machine: {platform.node() or 'unknown'}, {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs available; "
-        f"{args.threads} threads per configuration",
-        f"- devices: {'; '.join(names)}",
-        f"- versions: python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
-        f"- {args.steps} timed steps after {args.warmup} warm-up steps; efficiency = FLOPs per step / (peak x median step time)",
-    ]
-
-
-def write_outputs(out: Path, rows: list[dict], args) -> None:
-    table = format_table(rows)
-    ratio_lines = summary_lines(rows)
-    print("\n".join(table + [""] + ratio_lines + machine_summary(rows, args)))
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    md = ["# Step-time benchmark", ""] + machine_summary(rows, args) + [""] + table + [""] + ratio_lines
-    (out / "results.md").write_text("\n".join(md) + "\n")
-    plot(out / "results.png", rows)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}", file=sys.stderr)
-
-
-def plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"torch-eager": "#ee8866", "torch-compile": "#bb4422", "jax-jit": "#4477aa"}
-    labels = [f"{row_label(r)}  {r['mode']}" for r in rows]
-    medians = [r["step_ms_median"] for r in rows]
-    errors = [[r["step_ms_median"] - r["step_ms_p10"] for r in rows], [r["step_ms_p90"] - r["step_ms_median"] for r in rows]]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
-    y = list(range(len(rows)))[::-1]
-    ax.barh(y, medians, xerr=errors, color=[colors[r["mode"]] for r in rows])
-    for yi, r in zip(y, rows):
-        ax.text(r["step_ms_p90"], yi, f"  eff {r['efficiency']:.2f}", va="center", fontsize=8)
-    ax.set_yticks(y, labels, fontsize=8)
-    slowest, fastest = max(r["step_ms_p90"] for r in rows), min(r["step_ms_p10"] for r in rows)
-    if slowest > 50 * fastest:  # a per-name RNN step next to a CNN step: only a log axis shows both
-        ax.set_xscale("log")
-        ax.set_xlim(fastest / 2, slowest * 4)
-    else:
-        ax.set_xlim(0, slowest * 1.3)
-    ax.set_xlabel(f"median training step time, ms (p10-p90), {rows[0]['device']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    progress = tqdm(total=len(configs), initial=len(configs) - len(todo), unit="config", desc="benchmark", file=sys.stderr,
+                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} configurations [{elapsed}<{remaining}] {postfix}")
+    try:
+        with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
+            tmp = Path(tmp_name)
+            frameworks = list(dict.fromkeys(c["framework"] for c in todo if c["task"] != "fit"))
+            servers = {f: ForkServer(f, args, tmp) for f in frameworks}  # they import side by side
+            for server in servers.values():
+                stack.callback(server.close)
+            for framework in frameworks:
+                if framework not in results["peaks"]:
+                    progress.set_postfix_str(f"measuring {framework}'s float32 matmul peak")
+                    results["peaks"][framework] = measure_peak(framework, args, tmp, servers[framework])
+            for (*_, fit), group in groups.items():
+                phases = results["phases"].setdefault(" ".join(map(str, group_key(group[0]))) + (" fit" if fit else ""), {})
+                rows = run_fit(group, args, tmp, progress) if fit else run_group(group, args, tmp, servers, results["peaks"], progress, phases)
+                results["rows"] += rows
+                for row in rows:
+                    results["versions"].update(row["versions"])
+                results["summary"] = report.summary(results["rows"])
+                write_json(args.out / "results.json", results)  # atomically: an interruption keeps every finished group
+                progress.update(len(rows))
+    except UserError:
+        progress.close()  # the error's line below the bar, not after it
+        raise
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"interrupted: {len(results['rows'])} of {len(configs)} configurations are in {args.out / 'results.json'}; "
+              f"the same command with --resume measures the rest", file=sys.stderr)
+        raise SystemExit(130) from None
+    progress.close()
+    order = {row_key(c): i for i, c in enumerate(configs)}
+    results["rows"].sort(key=lambda r: order.get(row_key(r), len(order)))
+    results["summary"] = report.summary(results["rows"])
+    write_json(args.out / "results.json", results)
+    report.write(args.out, results)
+    return results
 
 
 if __name__ == "__main__":

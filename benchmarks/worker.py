@@ -1,17 +1,43 @@
-"""One benchmark configuration, run in its own process by benchmarks/compare.py.
+"""One benchmark configuration in its own process, driven by benchmarks/compare.py over stdin and stdout.
 
-Usage: python benchmarks/worker.py CONFIG_JSON RESULT_JSON
-CONFIG holds job ("step" or "peak"), framework, arch, variant, mode, device,
-batch_size, steps, warmup, threads, init (weights file), seed.
-Threads are pinned before any framework is imported.
+Usage: python benchmarks/worker.py CONFIG_JSON
+CONFIG holds job ("peak" or "step"), framework, arch, variant, task ("train"
+or "infer"), mode, device, batch_size, warmup, threads, seed, init (weights
+file) and outputs (where an inference row saves its first outputs).
+
+A "peak" job prints one JSON line, the framework's float32 matmul rate, and
+exits. A "step" job talks JSON lines: it loads its framework, data and model
+and says {"event": "loaded"}; then answers {"cmd": "warmup"} (compile and
+warm up: {"event": "ready", ...}), any number of {"cmd": "round", "max_steps":
+N, "max_time": T} ({"event": "round", "times": [...]}, the seconds of each
+timed step) and {"cmd": "finish"} ({"event": "done", ...}). The driver keeps
+the other processes of a group waiting on their stdin while one of them
+times, so nothing else runs meanwhile. Any failure is {"event": "error",
+"message": ...} and exit status 2. Threads are pinned before any framework is
+imported.
+
+Usage: python benchmarks/worker.py --fork-server FRAMEWORK THREADS FD
+The driver starts one such server per framework. It imports the framework
+once (torch with torch._dynamo, which torch.optim imports; or JAX, Flax and
+Optax, no backend started), then forks one process per configuration on
+request: a fresh process for each, without paying the imports each time
+(5-8 s of CPU on a 2-core VM). Requests come over the Unix socket FD: the
+config path and environment, with the child's stdin, stdout and stderr as
+file descriptors; the answer is the child's pid.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
+import socket
 import sys
 import time
+import traceback
 from pathlib import Path
+
+MIN_STEPS = 3  # per round, however long a step takes
 
 
 def pin_threads(threads: int) -> None:
@@ -35,35 +61,71 @@ def make_backend(cfg: dict):
     return Backend(cfg["arch"], cfg["device"])
 
 
-def matmul_peak(cfg: dict, backend) -> dict:
-    """The framework's own float32 matmul throughput on a large square product."""
-    import numpy as np
-
-    n = 8192 if cfg["device"] == "gpu" else 2048
-    a = backend.to_device(np.random.default_rng(0).random((n, n), dtype=np.float32))
-    if cfg["framework"] == "torch":
-        matmul = lambda _: a @ a  # noqa: E731
-    else:
-        import jax
-
-        jitted = jax.jit(lambda m: m @ m)
-        matmul = lambda _: jitted(a)  # noqa: E731
-    _, times, _, _ = timed_calls(matmul, [None] * 13, backend, warmup=3)
-    return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times)) / 1e9, "matmul_n": n}
+def send(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def timed_calls(fn, inputs: list, backend, warmup: int) -> tuple[list[float], list[float], object, object]:
-    """Seconds of fn(x) for each x in `inputs`, device synchronised around each call.
+class Memory:
+    """Peak memory above a baseline: the process's resident set on CPU, the framework's allocator on GPU.
 
-    Returns the warm-up calls' times, the other calls' times, the first result and the last.
+    On CPU the kernel's high-water mark of the resident set (VmHWM) is reset
+    (5 into /proc/self/clear_refs) at the start of each round, so a round's
+    peak is what the configuration holds plus what its steps add; the baseline
+    is the resident set before the model is made. `method` says which was used.
     """
-    times, results = [], []
-    for x in inputs:
-        start = time.perf_counter()
-        results.append(fn(x))
-        backend.sync(results[-1])
-        times.append(time.perf_counter() - start)
-    return times[:warmup], times[warmup:], results[0], results[-1]
+
+    def __init__(self, framework: str, device: str, backend):
+        self.framework, self.gpu, self.backend = framework, device == "gpu", backend
+        self.method = "cuda allocator" if self.gpu and framework == "torch" else "device memory_stats" if self.gpu else "VmHWM"
+        self.peak = 0.0
+        self.trim()
+        self.baseline = self.current()
+
+    @staticmethod
+    def trim() -> None:
+        """Give freed heap memory back to the system (glibc), so that what compilation freed does not count."""
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+    @staticmethod
+    def status_mb(field: str) -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise OSError(f"/proc/self/status has no {field}")
+
+    def current(self) -> float:
+        if not self.gpu:
+            return self.status_mb("VmRSS")
+        if self.framework == "torch":
+            import torch
+
+            return torch.cuda.memory_allocated() / 2**20
+        return self.backend.device.memory_stats().get("bytes_in_use", 0) / 2**20
+
+    def start_round(self) -> None:
+        if not self.gpu:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                self.method = "VmHWM (no reset: /proc/self/clear_refs refused, so warm-up counts)"
+        elif self.framework == "torch":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def end_round(self) -> None:
+        if not self.gpu:
+            high = self.status_mb("VmHWM")
+        elif self.framework == "torch":
+            import torch
+
+            high = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            high = self.backend.device.memory_stats().get("peak_bytes_in_use", 0) / 2**20
+        self.peak = max(self.peak, high - self.baseline)
 
 
 def losses_of(value) -> float | list[float]:
@@ -74,47 +136,196 @@ def losses_of(value) -> float | list[float]:
     return float(value) if value.ndim == 0 else value.tolist()
 
 
-def train_steps(cfg: dict, backend) -> dict:
-    """Time the timed steps after the warm-up steps; the warm-up steps' extra time is compile time."""
+class Configuration:
+    """The model, its step (or inference function) and its batches on the device, ready to be timed."""
+
+    def __init__(self, cfg: dict):
+        from benchmarks.inputs import benchmark_batches, benchmark_task, model_kwargs
+
+        self.cfg = cfg
+        self.backend = backend = make_backend(cfg)
+        task = benchmark_task(cfg["arch"], cfg["variant"])
+        warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["task"], cfg["batch_size"], cfg["warmup"], cfg["seed"])
+        to_device = lambda batches: [tuple(map(backend.to_device, b)) for b in batches]  # noqa: E731
+        self.warm, self.timed = to_device(warm), to_device(timed)  # data on the device before timing
+        backend.sync([a for b in self.warm + self.timed for a in b])
+        self.memory = Memory(cfg["framework"], cfg["device"], backend)  # the baseline: data in, no model yet
+        model = backend.init_model(cfg["seed"], Path(cfg["init"]), **model_kwargs(cfg["arch"], cfg["variant"]))
+        if cfg["task"] == "train":
+            optimizer = backend.make_optimizer(model, cfg["lr"])
+            self.fn = backend.compile_step(model, optimizer, task.train_step(backend.arch), cfg["mode"])
+        else:
+            self.fn = backend.compile_inference(model, task.infer_step(backend.arch), cfg["mode"])
+        self.last = None
+
+    def call(self, batch):
+        out = self.fn(*batch)
+        self.backend.sync(out)
+        return out
+
+    def warm_up(self) -> dict:
+        """Run the warm-up batches; their time beyond a steady step is compilation (recompilations included)."""
+        times, first = [], None
+        for batch in self.warm:
+            start = time.perf_counter()
+            out = self.call(batch)
+            times.append(time.perf_counter() - start)
+            first = out if first is None else first
+        steady = self.steady_step_s()
+        self.memory.trim()
+        result = {"warmup_steps": len(self.warm), "compile_s": sum(max(t - steady, 0.0) for t in times)}
+        if self.cfg["task"] == "train":
+            result["first_loss"] = losses_of(self.backend.to_numpy(first))
+        else:
+            import numpy as np
+
+            np.savez(self.cfg["outputs"], **self.backend.to_numpy(first))
+        return result
+
+    def steady_step_s(self) -> float:
+        """The median of a few steps after the warm-up, the yardstick for its compile time."""
+        times = self.timed_steps(MIN_STEPS, float("inf"))
+        return sorted(times)[len(times) // 2]
+
+    def timed_steps(self, max_steps: int, max_time: float) -> list[float]:
+        """Seconds of each step, cycling through the timed batches, until max_steps or max_time (at least MIN_STEPS)."""
+        times, spent = [], 0.0
+        while len(times) < MIN_STEPS or (len(times) < max_steps and spent < max_time):
+            batch = self.timed[len(times) % len(self.timed)]
+            start = time.perf_counter()
+            self.last = self.call(batch)
+            times.append(time.perf_counter() - start)
+            spent += times[-1]
+        return times
+
+    def round(self, max_steps: int, max_time: float) -> list[float]:
+        self.memory.start_round()
+        times = self.timed_steps(max_steps, max_time)
+        self.memory.end_round()
+        return times
+
+    def finish(self) -> dict:
+        result = {
+            "peak_mem_mb": self.memory.peak,
+            "peak_mem_method": self.memory.method,
+            "device_name": self.backend.device_name(),
+            "versions": self.backend.versions(),
+            "settings": self.backend.settings(),
+        }
+        if self.cfg["task"] == "train":
+            result["final_loss"] = losses_of(self.backend.to_numpy(self.last))
+        return result
+
+
+def matmul_peak(cfg: dict, backend) -> dict:
+    """The framework's own float32 matmul throughput on a large square product."""
     import numpy as np
 
-    from benchmarks.inputs import benchmark_batches, benchmark_task, model_kwargs
+    n = 8192 if cfg["device"] == "gpu" else 2048
+    a = backend.to_device(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    if cfg["framework"] == "torch":
+        matmul = lambda: a @ a  # noqa: E731
+    else:
+        import jax
 
-    task = benchmark_task(cfg["arch"], cfg["variant"])
-    model = backend.init_model(cfg["seed"], Path(cfg["init"]), **model_kwargs(cfg["arch"], cfg["variant"]))
-    optimizer = backend.make_optimizer(model, cfg["lr"])
-    step = backend.compile_step(model, optimizer, task.train_step(backend.arch), cfg["mode"])
-    warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["batch_size"], cfg["warmup"], cfg["steps"], cfg["seed"])
-    batches = [tuple(map(backend.to_device, b)) for b in warm + timed]  # data on the device before timing
-    backend.sync([a for b in batches for a in b])
+        jitted = jax.jit(lambda m: m @ m)
+        matmul = lambda: jitted(a)  # noqa: E731
+    times = []
+    for _ in range(13):
+        start = time.perf_counter()
+        backend.sync(matmul())
+        times.append(time.perf_counter() - start)
+    return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times[3:])) / 1e9, "matmul_n": n}
 
-    warmup, times, first_loss, loss = timed_calls(lambda batch: step(*batch), batches, backend, len(warm))
-    step_s = float(np.median(times))
-    return {
-        "step_ms_median": 1e3 * step_s,
-        "step_ms_p10": 1e3 * float(np.percentile(times, 10)),
-        "step_ms_p90": 1e3 * float(np.percentile(times, 90)),
-        # tracing and compiling (torch.compile may recompile on the second step): warm-up time beyond steady steps
-        "compile_s": sum(max(t - step_s, 0.0) for t in warmup),
-        "warmup_steps": len(warm),
-        "samples_per_s": cfg["batch_size"] / step_s,
-        "first_loss": losses_of(backend.to_numpy(first_loss)),
-        "final_loss": losses_of(backend.to_numpy(loss)),
-        "device_name": backend.device_name(),
-        "versions": backend.versions(),
-    }
+
+def serve(cfg: dict) -> None:
+    """The "step" job: load, then answer the driver's commands until it says finish."""
+    config = Configuration(cfg)
+    send("loaded")
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "warmup":
+            send("ready", **config.warm_up())
+        elif command["cmd"] == "round":
+            send("round", times=config.round(command["max_steps"], command["max_time"]))
+        elif command["cmd"] == "finish":
+            send("done", **config.finish())
+            return
+
+
+def preload(framework: str) -> None:
+    """Import what every process of `framework` imports, starting no thread pool and no JAX backend (fork stays safe)."""
+    import benchmarks.inputs  # noqa: F401 - numpy, the data readers, the tasks
+
+    if framework == "torch":
+        import torch._dynamo  # noqa: F401 - torch.optim imports it on the first optimizer (3-4 s)
+
+        import torch_impl.training  # noqa: F401
+    else:
+        from jax._src import xla_bridge
+
+        import jax_impl.training  # noqa: F401
+
+        assert not xla_bridge._backends, "importing the JAX side started a backend: forking it would not be safe"
+
+
+def fork_server(framework: str, threads: int, fd: int) -> None:
+    """Fork one configuration's process per request on the socket `fd`, until the driver closes it."""
+    pin_threads(threads)
+    preload(framework)
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
+    while True:
+        message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+        if not message:
+            return
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            run_forked(json.loads(message), fds)
+        for child_fd in fds:
+            os.close(child_fd)
+        sock.send(str(pid).encode())
+
+
+def run_forked(request: dict, fds: list[int]) -> None:
+    """In the forked child: take the given stdin, stdout and stderr, and serve the configuration."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch.compile waits for its compiler processes
+    for target, child_fd in zip((0, 1, 2), fds):
+        os.dup2(child_fd, target)
+        os.close(child_fd)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - not the server's buffered stdin
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    code = 0
+    try:
+        main([request["config"]])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the driver reads the last line of stderr
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str]) -> None:
+    if argv[0] == "--fork-server":
+        fork_server(argv[1], int(argv[2]), int(argv[3]))
+        return
     cfg = json.loads(Path(argv[0]).read_text())
     pin_threads(cfg["threads"])
-    backend = make_backend(cfg)
-    result = matmul_peak(cfg, backend) if cfg["job"] == "peak" else train_steps(cfg, backend)
-    Path(argv[1]).write_text(json.dumps(result))
+    try:
+        if cfg["job"] == "peak":
+            send("done", **matmul_peak(cfg, make_backend(cfg)))
+        else:
+            serve(cfg)
+    except Exception as e:  # noqa: BLE001 - reported to the driver as one line, which names the configuration
+        send("error", message=str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from shared.errors import run_cli
-
-    run_cli(lambda _: main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -1,107 +1,305 @@
-"""benchmarks/compare.py end to end on a few steps: the rows, their agreement, the files.
+"""benchmarks/compare.py end to end on a few steps, and what benchmarks/report.py makes of rows.
 
-Two runs serve every test (each configuration is a process that imports its
-framework and compiles, so runs are what costs): the MLP VAE and both forms
-of the RNN in torch-eager and jax-jit, and the MLP VAE in torch's two modes
-for torch.compile's row.
+Each configuration is a process that imports its framework and compiles, so
+runs are what costs: one sweep of the MLP (batch 8 and 1000, train and
+infer, torch-eager and jax-jit, two rounds) serves most tests; torch.compile,
+the interruption and the RNN's two forms have small runs of their own. The
+report's arithmetic is checked on rows made up here.
 """
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
-from benchmarks.compare import COLUMNS
+from benchmarks import report
+from benchmarks.compare import COLUMNS, build_parser, plan
 from tests.conftest import REPO_ROOT
 
-# vae_mlp, batch 100: 2 FLOPs per multiply-add of the forward matmuls
-# (784x500 + 2 x 500x5 + 5x500 + 500x784) for the output and the weight
-# gradients, plus the input gradients of every layer but the first.
-FORWARD_MACS = 784 * 500 + 2 * 500 * 5 + 5 * 500 + 500 * 784
-VAE_MLP_STEP_FLOPS = 100 * 2 * (2 * FORWARD_MACS + (FORWARD_MACS - 784 * 500))
-TRAINING_BATCH = {("vae_mlp", "default"): 100, ("rnn", "batched"): 64, ("rnn", "per-name"): 1}
+MLP_LAYERS = [(784, 500), (500, 200), (200, 100), (100, 10)]
+MLP_PARAMETERS = sum(i * o + o for i, o in MLP_LAYERS)  # 513,810
+MLP_MACS = sum(i * o for i, o in MLP_LAYERS)  # forward multiply-adds per image
+SWEEP = (8, 1000)
 
 
-def run_compare(out, *args: str) -> tuple[list[dict], str]:
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/compare.py", *args, "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-    )
+def compare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "benchmarks/compare.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def run_compare(out, *args: str) -> tuple[dict, str]:
+    proc = compare(*args, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "results.json").read_text()), proc.stdout
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(rows, stdout, out folder) of vae_mlp and rnn in torch-eager and jax-jit, 12 timed steps."""
-    out = tmp_path_factory.mktemp("bench")
-    rows, stdout = run_compare(out, "--arch", "vae_mlp", "rnn", "--mode", "torch-eager", "jax-jit", "--steps", "12", "--warmup", "2")
-    return rows, stdout, out
+def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit status 2, no traceback, and one line starting "error:" that holds the words (after any progress lines)."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in proc.stderr and len(errors) == 1 and proc.stderr.strip().endswith(errors[0]), proc.stderr
+    for word in words:
+        assert word in errors[0], proc.stderr
+    return errors[0]
+
+
+SWEEP_ARGS = ("--arch", "mlp", "--mode", "torch-eager", "jax-jit", "--batch-size", *map(str, SWEEP),
+              "--repeats", "2", "--steps", "10", "--max-time", "0.2", "--warmup", "1")
 
 
 @pytest.fixture(scope="module")
-def compiled_rows(tmp_path_factory):
-    """vae_mlp in torch-eager and torch-compile, 3 timed steps."""
-    return run_compare(tmp_path_factory.mktemp("bench-compile"), "--arch", "vae_mlp", "--framework", "torch", "--steps", "3", "--warmup", "2")[0]
+def sweep(tmp_path_factory):
+    """(results, stdout, out folder) of the MLP sweep."""
+    out = tmp_path_factory.mktemp("sweep")
+    results, stdout = run_compare(out, *SWEEP_ARGS)
+    return results, stdout, out
 
 
-def of(rows: list[dict], arch: str, variant: str = "default") -> list[dict]:
-    return [r for r in rows if (r["arch"], r["variant"]) == (arch, variant)]
+def row(results: dict, task: str, mode: str, batch: int) -> dict:
+    (match,) = [r for r in results["rows"] if (r["task"], r["mode"], r["batch_size"]) == (task, mode, batch)]
+    return match
 
 
-def test_every_mode_is_timed_with_the_required_columns(run, compiled_rows):
-    rows = run[0]
-    assert [(r["arch"], r["variant"], r["mode"]) for r in rows] == [
-        (arch, variant, mode)
-        for arch, variant in [("vae_mlp", "default"), ("rnn", "batched"), ("rnn", "per-name")]
-        for mode in ("torch-eager", "jax-jit")
+# ---------------------------------------------------------------- the sweep
+def test_every_configuration_is_a_row_with_the_documented_columns(sweep):
+    results = sweep[0]
+    assert [(r["task"], r["mode"], r["batch_size"]) for r in results["rows"]] == [
+        (task, mode, batch) for batch in SWEEP for task in ("train", "infer") for mode in ("torch-eager", "jax-jit")
     ]
-    assert [r["mode"] for r in compiled_rows] == ["torch-eager", "torch-compile"]
-    for row in rows + compiled_rows:
-        assert set(COLUMNS) <= set(row), set(COLUMNS) - set(row)
-        assert row["device"] == "cpu" and row["batch_size"] == TRAINING_BATCH[row["arch"], row["variant"]]
-        assert 0 < row["step_ms_p10"] <= row["step_ms_median"] <= row["step_ms_p90"]
-        assert row["samples_per_s"] == pytest.approx(row["batch_size"] / (row["step_ms_median"] / 1e3))
-        assert row["efficiency"] == pytest.approx(
-            row["flops_per_step"] / (row["peak_gflops_per_s"] * 1e9 * row["step_ms_median"] / 1e3)
-        )
-        assert row["device_name"] and row["versions"]
-    assert compiled_rows[1]["compile_s"] > compiled_rows[0]["compile_s"], "torch.compile's compile time should show"
+    for r in results["rows"]:
+        assert set(COLUMNS) <= set(r), set(COLUMNS) - set(r)
+        assert r["repeats"] == len(r["step_ms_rounds"]) == 2
+        assert r["step_ms_spread"] == [min(r["step_ms_rounds"]), max(r["step_ms_rounds"])]
+        assert r["step_ms_median"] == pytest.approx(float(np.median(r["step_ms_rounds"])))
+        assert r["unstable"] == (r["step_ms_spread"][1] - r["step_ms_spread"][0] > 0.10 * r["step_ms_median"])
+        assert r["samples_per_s"] == pytest.approx(r["batch_size"] / (r["step_ms_median"] / 1e3))
+        assert r["timed_steps"] >= 2 * 3  # at least 3 a round
+    assert results["schema_version"] == 2 and results["command"].startswith("python benchmarks/compare.py --arch mlp")
+    assert results["machine"]["cpu"] and {"torch", "jax", "flax", "optax"} <= set(results["versions"])
 
 
-def test_flops_are_counted_once_for_every_row(run, compiled_rows):
-    assert {r["flops_per_step"] for r in of(run[0], "vae_mlp") + compiled_rows} == {VAE_MLP_STEP_FLOPS} == {396_500_000}
+def test_flops_are_the_analytic_counts(sweep):
+    """Forward 2 FLOPs per multiply-add; training adds the weight gradients and every input gradient but the first layer's."""
+    for batch in SWEEP:
+        assert {row(sweep[0], "infer", m, batch)["flops_per_step"] for m in ("torch-eager", "jax-jit")} == {batch * 2 * MLP_MACS}
+        train = batch * 2 * (2 * MLP_MACS + MLP_MACS - 784 * 500)
+        assert {row(sweep[0], "train", m, batch)["flops_per_step"] for m in ("torch-eager", "jax-jit")} == {train}
 
 
-def test_all_modes_compute_the_same_steps(run, compiled_rows):
-    rows = run[0]
-    assert all(r["loss_agrees"] for r in rows + compiled_rows), [(r["arch"], r["mode"], r["first_loss_rel_diff"]) for r in rows]
-    for group in (of(rows, "vae_mlp"), compiled_rows):  # the smooth VAE stays together for all the steps
-        losses = [r["final_loss"] for r in group]
-        assert max(losses) - min(losses) <= 1e-4 * abs(losses[0])
+def test_training_memory_holds_parameters_gradients_adam_and_an_activation(sweep):
+    """At batch 1000 a step holds at least the parameters, their gradients and Adam's two moments (4 x 4 bytes each)
+    and, while the first layer's weight gradient is formed, the gradient of its 1000 x 500 output."""
+    bound_mb = (4 * 4 * MLP_PARAMETERS + 4 * 1000 * 500) / 2**20
+    for mode in ("torch-eager", "jax-jit"):
+        r = row(sweep[0], "train", mode, 1000)
+        assert r["peak_mem_method"] == "VmHWM"
+        assert r["peak_mem_mb"] >= bound_mb, (mode, r["peak_mem_mb"], bound_mb)
+    for r in sweep[0]["rows"]:
+        assert r["peak_mem_mb"] > 0
+    for mode in ("torch-eager", "jax-jit"):  # inference keeps no gradients nor moments: less than training
+        assert row(sweep[0], "infer", mode, 1000)["peak_mem_mb"] < row(sweep[0], "train", mode, 1000)["peak_mem_mb"]
 
 
-def test_table_markdown_and_chart_are_written(run):
-    _, stdout, out = run
-    assert "| vae_mlp | jax-jit | 100 |" in stdout and "jax-jit / best torch step time" in stdout
+def test_the_modes_compute_the_same_losses_and_outputs(sweep):
+    for batch in SWEEP:
+        eager, jit = row(sweep[0], "train", "torch-eager", batch), row(sweep[0], "train", "jax-jit", batch)
+        assert jit["loss_agrees"] and abs(jit["first_loss"] - eager["first_loss"]) <= 1e-4 * eager["first_loss"]
+        assert 2.0 < eager["first_loss"] < 2.6  # ln 10 = 2.30: ten classes, untrained
+        infer = row(sweep[0], "infer", "jax-jit", batch)
+        assert infer["outputs_agree"] and 0 <= infer["output_rel_diff"] <= 1e-4
+
+
+def test_settings_that_change_speed_are_on_every_row(sweep):
+    for r in sweep[0]["rows"]:
+        if r["framework"] == "torch":
+            assert r["settings"]["threads"] == r["threads"] and r["settings"]["float32_matmul_precision"] == "highest"
+        else:
+            assert "xla_flags" in r["settings"] and r["settings"]["default_matmul_precision"] in (None, "highest", "float32")
+
+
+def test_summary_ratios_are_formed_round_by_round(sweep):
+    results = sweep[0]
+    for x in results["summary"]["jax_over_torch"]:
+        jax, torch = row(results, x["task"], "jax-jit", x["batch_size"]), row(results, x["task"], "torch-eager", x["batch_size"])
+        ratios = [j / t for j, t in zip(jax["step_ms_rounds"], torch["step_ms_rounds"])]
+        assert x["median"] == pytest.approx(float(np.median(ratios))) and x["spread"] == pytest.approx([min(ratios), max(ratios)])
+    assert len(results["summary"]["jax_over_torch"]) == 2 * len(SWEEP)
+
+
+def test_scaling_says_where_throughput_stops_growing(sweep):
+    results = sweep[0]
+    curves = {(x["task"], x["mode"]): x for x in results["summary"]["scaling"]}
+    assert set(curves) == {(t, m) for t in ("train", "infer") for m in ("torch-eager", "jax-jit")}
+    for (task, mode), x in curves.items():
+        rates = {b: row(results, task, mode, b)["samples_per_s"] for b in SWEEP}
+        best = max(rates.values())
+        assert x["saturates_at"] == min(b for b, s in rates.items() if s >= 0.9 * best)
+        assert rates[1000] > rates[8]  # a batch of 8 leaves the cores idle: dispatch dominates
+
+
+def test_table_markdown_and_charts_are_written(sweep):
+    _, stdout, out = sweep
+    assert "| mlp | train | jax-jit | 1000 |" in stdout and "jax-jit / best torch step time" in stdout
+    assert "stops growing at batch" in stdout or "still growing at the largest batch, 1000" in stdout
     md = (out / "results.md").read_text()
-    assert "versions:" in md and "torch 2.13.0" in md and "jax 0" in md
-    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "versions:" in md and "torch 2.13.0" in md and "peak MB" in md
+    for chart in ("results.png", "scaling.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bad_flags_are_one_line_errors(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/compare.py", "--arch", "resnet", "--out", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "resnet" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/compare.py", "--framework", "jax", "--mode", "torch-eager", "--out", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 2 and "belongs to no framework" in proc.stderr and "Traceback" not in proc.stderr
+# ---------------------------------------------------------------- resume and diff
+def test_resume_of_a_finished_run_measures_nothing_again(sweep, tmp_path):
+    results, _, out = sweep
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "results.json").write_text(json.dumps(results))
+    again, _ = run_compare(copy, *SWEEP_ARGS, "--resume")
+    assert [r["step_ms_rounds"] for r in again["rows"]] == [r["step_ms_rounds"] for r in results["rows"]]
+
+
+def test_resume_refuses_other_settings_and_folders_without_results(sweep, tmp_path):
+    _, _, out = sweep
+    one_line_error(compare(*SWEEP_ARGS, "--repeats", "3", "--out", str(out), "--resume"), "--resume", "repeats")
+    one_line_error(compare("--arch", "mlp", "--out", str(tmp_path), "--resume"), "--resume", "does not exist")
+
+
+def test_diff_marks_changes_beyond_both_spreads_and_lists_unmatched_rows(sweep, tmp_path):
+    """The sweep's rows with spreads of +-20% (old), and the same with JAX's steps 3x slower and one row gone (new):
+    a change of 2 medians is beyond both spreads (0.4 and 1.2 medians wide), no change is not."""
+    old = json.loads(json.dumps(sweep[0]))
+    for r in old["rows"]:
+        r["step_ms_spread"] = [0.8 * r["step_ms_median"], 1.2 * r["step_ms_median"]]
+    new = json.loads(json.dumps(old))
+    for r in new["rows"]:
+        if r["framework"] == "jax":
+            r["step_ms_median"] *= 3
+            r["step_ms_spread"] = [3 * v for v in r["step_ms_spread"]]
+    dropped = new["rows"].pop(0)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    proc = compare("--diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| mlp |")]
+    jax_lines = [line for line in lines if "| jax-jit |" in line]
+    torch_lines = [line for line in lines if "| torch-eager |" in line]
+    assert len(jax_lines) == 4 and all("| 3.00 | yes: slower |" in line for line in jax_lines), jax_lines
+    assert len(torch_lines) == 3 and all("| 1.00 | no |" in line for line in torch_lines), torch_lines
+    assert f"only in the old file: mlp {dropped['task']} {dropped['mode']} batch {dropped['batch_size']}" in proc.stdout
+
+
+def test_diff_of_what_is_not_a_results_file_is_a_one_line_error(sweep, tmp_path):
+    good = sweep[2] / "results.json"
+    one_line_error(compare("--diff", str(good), str(tmp_path / "missing.json")), "missing.json", "no such file")
+    (tmp_path / "bad.json").write_text("[1, 2")
+    one_line_error(compare("--diff", str(tmp_path / "bad.json"), str(good)), "bad.json", "not a results file")
+    (tmp_path / "list.json").write_text("[]")
+    one_line_error(compare("--diff", str(good), str(tmp_path / "list.json")), "list.json", "schema_version")
+
+
+def test_an_interrupted_run_keeps_its_rows_and_resume_measures_the_rest(tmp_path):
+    args = ["--arch", "mlp", "--framework", "torch", "--mode", "torch-eager", "--task", "infer", "--batch-size", "8", "64", "512",
+            "--repeats", "1", "--steps", "3", "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "benchmarks/compare.py", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "results.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "--resume" in stderr.strip().splitlines()[-1]
+    kept = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert 1 <= len(kept) < 3 and kept[0]["batch_size"] == 8
+    resumed, _ = run_compare(tmp_path, *args[:-2], "--resume")
+    assert [r["batch_size"] for r in resumed["rows"]] == [8, 64, 512]
+    assert resumed["rows"][0]["step_ms_rounds"] == kept[0]["step_ms_rounds"]
+
+
+# ---------------------------------------------------------------- other runs
+def test_torch_compile_rows_report_their_compile_time_apart(tmp_path):
+    results, _ = run_compare(tmp_path, "--arch", "vae_mlp", "--framework", "torch", "--repeats", "2", "--steps", "6", "--warmup", "2")
+    eager, compiled = (row(results, "train", m, 100) for m in ("torch-eager", "torch-compile"))
+    assert compiled["compile_s"] > 1 and eager["compile_s"] < compiled["compile_s"] / 10
+    assert compiled["loss_agrees"] and row(results, "infer", "torch-compile", 100)["outputs_agree"]
+    forward_macs = 784 * 500 + 2 * 500 * 5 + 5 * 500 + 500 * 784
+    assert eager["flops_per_step"] == 100 * 2 * (2 * forward_macs + forward_macs - 784 * 500)
+
+
+@pytest.mark.slow
+def test_both_rnn_forms_and_their_speed_up(tmp_path):
+    from benchmarks.inputs import benchmark_batches
+
+    results, stdout = run_compare(tmp_path, "--arch", "rnn", "--mode", "torch-eager", "jax-jit", "--repeats", "2", "--steps", "12")
+    per_name = [r for r in results["rows"] if r["variant"] == "per-name"]
+    assert {r["batch_size"] for r in per_name} == {1} and all(r.get("loss_agrees", r.get("outputs_agree")) for r in results["rows"])
+    warm, _ = benchmark_batches("rnn", "per-name", "train", 1, 3, 0)
+    assert {r["warmup_steps"] for r in per_name if r["task"] == "train"} == {len(warm)}
+    speedups = results["summary"]["batched_over_per_name"]
+    for framework in ("torch", "jax"):
+        names_per_s = {r["variant"]: r["samples_per_s"] for r in results["rows"] if (r["framework"], r["task"]) == (framework, "train")}
+        assert speedups[framework] == pytest.approx(names_per_s["batched"] / names_per_s["per-name"])
+    assert "rnn, torch: batched / per-name training names per second" in stdout
+
+
+@pytest.mark.slow
+def test_fit_trains_both_frameworks_from_one_initial_file(tmp_path):
+    results, stdout = run_compare(tmp_path, "--task", "fit", "--arch", "mlp", "--fit-epochs", "2")
+    fits = results["rows"]
+    assert [r["framework"] for r in fits] == ["torch", "jax"]
+    for r in fits:
+        metrics = json.loads((tmp_path / "fit" / f"mlp-{r['framework']}" / "metrics.json").read_text())
+        assert r["quality_metric"] == "test_accuracy" and r["quality"] == metrics["final"]["test_accuracy"] > 0.5  # 2 epochs: 63%
+        assert r["epochs"] == 2 and len(r["curve"]) == 2 and r["curve"][-1][0] <= r["wall_s"]
+    assert abs(fits[0]["quality"] - fits[1]["quality"]) < 0.02  # the same initial weights, the same data order
+    assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "| mlp | torch | 1000 | 2 |" in stdout
+
+
+# ---------------------------------------------------------------- the plan and bad input
+def test_the_default_run_covers_every_architecture_task_and_mode():
+    from shared.hparams import HPARAMS, variants
+
+    configs = plan(build_parser().parse_args([]))
+    expected = {(a, v, t, m) for a in HPARAMS for v in variants(a) for t in ("train", "infer")
+                for m in ("torch-eager", "torch-compile", "jax-jit")}
+    assert {(c["arch"], c["variant"], c["task"], c["mode"]) for c in configs} == expected
+    assert len(configs) == len(expected) == 72
+
+
+def test_the_per_name_warm_up_compiles_every_name_length():
+    """No timed step may compile: the warm-up holds one name of every length among the timed names."""
+    from benchmarks.inputs import benchmark_batches
+
+    for kind in ("train", "infer"):
+        warm, timed = benchmark_batches("rnn", "per-name", kind, 1, 3, 0)
+        lengths = {batch[0].shape for batch in timed}
+        assert len(lengths) > 1 and lengths <= {batch[0].shape for batch in warm}
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--arch", "resnet"], ["resnet"]),
+        (["--framework", "jax", "--mode", "torch-eager"], ["belongs to no framework"]),
+        (["--arch", "mlp", "--batch-size", "0"], ["--batch-size", "positive"]),
+        (["--arch", "mlp", "--batch-size", "64", "100000"], ["--batch-size 100000", "examples"]),
+        (["--repeats", "0"], ["--repeats", "positive"]),
+        (["--arch", "cnn", "--batch-size", "1", "64"], ["--batch-size 1", "cnn trains on batches of 2 or more"]),
+        (["--task", "predict"], ["--task", "predict"]),
+        (["--threads", "99"], ["--threads 99"]),
+    ],
+)
+def test_bad_flags_are_one_line_errors(args, words, tmp_path):
+    one_line_error(compare(*args, "--out", str(tmp_path), timeout=120), *words)
+
+
+def test_an_unwritable_out_is_a_one_line_error_before_anything_runs(tmp_path):
+    (tmp_path / "file").write_text("")
+    one_line_error(compare("--arch", "mlp", "--out", str(tmp_path / "file"), timeout=120), "--out", "not a folder")
+    one_line_error(compare("--arch", "mlp", "--out", str(tmp_path / "file" / "under"), timeout=120), "--out", "cannot write")
 
 
 def test_gpu_without_a_gpu_is_a_one_line_error(tmp_path):
@@ -109,35 +307,38 @@ def test_gpu_without_a_gpu_is_a_one_line_error(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/compare.py", "--device", "gpu", "--out", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "error: torch matmul peak on gpu: --device gpu: torch sees no CUDA device"
+    proc = compare("--arch", "mlp", "--device", "gpu", "--out", str(tmp_path), timeout=120)
+    assert one_line_error(proc) == "error: torch matmul peak on gpu: --device gpu: torch sees no CUDA device"
 
 
-def test_classifier_rows_cover_both_rnn_forms(run):
-    rows, stdout, _ = run
-    per_name = of(rows, "rnn", "per-name")
-    assert {r["batch_size"] for r in per_name} == {1}
-    assert "rnn, torch: batched / per-name names per second" in stdout and "| rnn/per-name | jax-jit | 1 |" in stdout
+# ---------------------------------------------------------------- the report, on made-up rows
+def made_up(mode: str, batch: int, rounds: list[float], task: str = "train") -> dict:
+    framework = mode.split("-")[0]
+    median = float(np.median(rounds))
+    return {"arch": "mlp", "variant": "default", "task": task, "framework": framework, "mode": mode, "batch_size": batch,
+            "device": "cpu", "step_ms_rounds": rounds, "step_ms_median": median, "step_ms_spread": [min(rounds), max(rounds)],
+            "samples_per_s": batch / median * 1e3, "unstable": max(rounds) - min(rounds) > 0.1 * median, "loss_agrees": True}
 
 
-def test_mlp_flops_are_the_analytic_count():
-    """What the benchmark's FLOP counter (torch.utils.flop_counter over one training step) says of the MLP at batch 1000."""
-    from benchmarks.inputs import count_step_flops
-
-    macs = 784 * 500 + 500 * 200 + 200 * 100 + 100 * 10  # forward multiply-adds per image
-    expected = 1000 * 2 * (2 * macs + (macs - 784 * 500))  # forward, weight gradients, input gradients but the first layer's
-    assert count_step_flops("mlp", "default", 1000, 1, 0) == expected
+def test_jax_over_torch_takes_the_best_torch_mode_in_each_round():
+    rows = [made_up("torch-eager", 64, [10.0, 20.0, 10.0]), made_up("torch-compile", 64, [12.0, 8.0, 12.0]),
+            made_up("jax-jit", 64, [5.0, 4.0, 6.0])]
+    (x,) = report.jax_over_torch(rows)
+    assert x["median"] == pytest.approx(0.5) and x["spread"] == pytest.approx([0.5, 0.6])  # 5/10, 4/8, 6/10
 
 
-def test_per_name_warm_up_compiles_every_name_length(run):
-    """No timed step may compile: the warm-up holds one name of every length among the timed names."""
-    from benchmarks.inputs import benchmark_batches
+def test_saturation_is_the_smallest_batch_within_ten_percent_of_the_best():
+    rows = [made_up("jax-jit", b, [b / s * 1e3]) for b, s in [(1, 100.0), (8, 700.0), (64, 950.0), (512, 1000.0)]]
+    (x,) = report.scaling(rows)
+    assert x["saturates_at"] == 64 and x["samples_per_s"]["8"] == pytest.approx(700.0)
+    assert report.saturation(x) == "stops growing at batch 64 (within 10% of its best)"
+    (y,) = report.scaling(rows[:3])  # 1, 8, 64: the best is the largest
+    assert report.saturation(y) == "still growing at the largest batch, 64"
 
-    warm, timed = benchmark_batches("rnn", "per-name", 1, 2, 12, 0)
-    lengths = {len(chars) for chars, _ in timed}
-    assert len(lengths) > 1 and lengths <= {len(chars) for chars, _ in warm}
-    assert {r["warmup_steps"] for r in of(run[0], "rnn", "per-name")} == {len(warm)}
+
+def test_diff_matches_across_devices_when_each_file_has_one():
+    cpu = {"machine": {"cpu": "a CPU"}, "versions": {}, "rows": [{**made_up("jax-jit", 64, [10.0]), "device_name": "cpu"}]}
+    gpu = {"machine": {"cpu": "a CPU"}, "versions": {},
+           "rows": [{**made_up("jax-jit", 64, [1.0]), "device": "gpu", "device_name": "a GPU"}]}
+    lines = report.diff_lines(cpu, gpu, "cpu.json", "gpu.json")
+    assert any("| 0.10 | yes: faster |" in line for line in lines) and not any("only in" in line for line in lines)

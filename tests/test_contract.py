@@ -183,3 +183,29 @@ def test_predict_runs_in_eval_mode_and_leaves_the_model_as_it_was(framework):
         out = backend.predict(model, backend.arch.eval_outputs, x)["logits"]
         np.testing.assert_array_equal(out, expected, err_msg=f"{framework}, model in {setup} mode")
         assert modes(framework, model) == before, f"{framework}: predict changed the modes of a model in {setup} mode"
+
+
+@pytest.mark.parametrize(("arch", "variant"), [("cnn", "default"), ("aae", "semisupervised"), ("rnn", "batched")])
+def test_jax_models_from_a_weights_file_equal_eager_initialisation_then_loading(arch, variant, tmp_path):
+    """Backend.init_model(seed, file) skips the random draws the file overwrites; every variable, the dropout keys too,
+    must be what initialising eagerly and loading the file gives (the CNN: BatchNorm statistics; the AAE: three dropout streams)."""
+    import jax
+    from flax import nnx
+
+    from jax_impl.training import Backend
+    from jax_impl.weights import load_model, save_model
+
+    task = TASKS[arch].load(variant)
+    path = tmp_path / "weights.safetensors"
+    source = importlib.import_module(f"jax_impl.{arch}").init_model(7, **task.model_kwargs)  # other weights than seed 0's
+    save_model(source, path, arch)
+    fast = Backend(arch, "cpu").init_model(0, path, **task.model_kwargs)
+    eager = importlib.import_module(f"jax_impl.{arch}").init_model(0, **task.model_kwargs)
+    load_model(eager, path)
+    unwrap = lambda x: np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)  # noqa: E731
+    fast_leaves, eager_leaves = nnx.to_flat_state(nnx.state(fast)), nnx.to_flat_state(nnx.state(eager))
+    assert [p for p, _ in fast_leaves] == [p for p, _ in eager_leaves]
+    assert any(isinstance(v, nnx.RngKey) for _, v in eager_leaves) == (arch != "rnn")
+    for (path_, a), (_, b) in zip(fast_leaves, eager_leaves):
+        assert isinstance(a.get_value(), jax.Array), f"{path_} is {type(a.get_value()).__name__}"
+        np.testing.assert_array_equal(unwrap(a.get_value()), unwrap(b.get_value()), err_msg=str(path_))

@@ -1,0 +1,338 @@
+"""What benchmarks/compare.py makes of its rows: the summary, the table, Markdown, charts, and the diff of two runs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from shared.hparams import label
+
+SATURATION = 0.9  # throughput "stops growing" at the smallest batch within 10% of the best
+RATIO_AGREEMENT = 0.10  # two runs' JAX/torch ratios "agree" within this, relative
+MODE_COLORS = {"torch-eager": "#ee8866", "torch-compile": "#bb4422", "jax-jit": "#4477aa"}
+FRAMEWORK_COLORS = {"torch": "#bb4422", "jax": "#4477aa"}
+
+
+def row_label(row: dict) -> str:
+    return label(row["arch"], row["variant"])
+
+
+def timed(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["task"] != "fit"]
+
+
+# ---------------------------------------------------------------- summary
+def jax_over_torch(rows: list[dict]) -> list[dict]:
+    """Per architecture, task and batch size: jax-jit's step time over the best torch mode's, round by round.
+
+    The ratio is formed within each round (both measured within seconds of
+    each other), then its median and min-max over the rounds.
+    """
+    out = []
+    groups = {}
+    for r in timed(rows):
+        groups.setdefault((r["arch"], r["variant"], r["task"], r["batch_size"]), []).append(r)
+    for (arch, variant, task, batch), group in groups.items():
+        jax = [r for r in group if r["framework"] == "jax"]
+        torch = [r for r in group if r["framework"] == "torch"]
+        if not jax or not torch:
+            continue
+        per_round = np.array(jax[0]["step_ms_rounds"]) / np.min([r["step_ms_rounds"] for r in torch], axis=0)
+        out.append({"arch": arch, "variant": variant, "task": task, "batch_size": batch, "median": float(np.median(per_round)),
+                    "spread": [float(per_round.min()), float(per_round.max())]})
+    return out
+
+
+def batched_over_per_name(rows: list[dict]) -> dict[str, float]:
+    """Per framework: training names per second of the batched RNN over the per-name loop, each in its best mode."""
+    speedups = {}
+    for framework in dict.fromkeys(r["framework"] for r in rows):
+        best = {
+            v: max((r["samples_per_s"] for r in timed(rows) if (r["arch"], r["variant"], r["framework"], r["task"]) == ("rnn", v, framework, "train")),
+                   default=None)
+            for v in ("batched", "per-name")
+        }
+        if None not in best.values():
+            speedups[framework] = best["batched"] / best["per-name"]
+    return speedups
+
+
+def scaling(rows: list[dict]) -> list[dict]:
+    """Per architecture, task, framework and mode with several batch sizes: samples/s at each, and where it stops growing."""
+    curves = {}
+    for r in timed(rows):
+        curves.setdefault((r["arch"], r["variant"], r["task"], r["framework"], r["mode"]), {})[r["batch_size"]] = r["samples_per_s"]
+    out = []
+    for (arch, variant, task, framework, mode), points in curves.items():
+        if len(points) < 2:
+            continue
+        best = max(points.values())
+        out.append({"arch": arch, "variant": variant, "task": task, "framework": framework, "mode": mode,
+                    "samples_per_s": {str(b): points[b] for b in sorted(points)},
+                    "saturates_at": min(b for b, s in points.items() if s >= SATURATION * best)})
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    return {
+        "jax_over_torch": jax_over_torch(rows),
+        "batched_over_per_name": batched_over_per_name(rows),
+        "scaling": scaling(rows),
+        "unstable": [describe(r) for r in timed(rows) if r["unstable"]],
+        "disagreements": [describe(r) for r in timed(rows) if not r.get("loss_agrees", r.get("outputs_agree", True))],
+    }
+
+
+def describe(row: dict) -> str:
+    return f"{row_label(row)} {row['task']} {row['mode']} batch {row['batch_size']}"
+
+
+# ---------------------------------------------------------------- tables
+def format_losses(loss) -> str:
+    return " / ".join(f"{v:.6g}" for v in np.atleast_1d(loss))
+
+
+def agreement(row: dict) -> str:
+    if row["task"] == "train":
+        drift = f" ({row['final_loss_rel_diff']:.0e})" if row["final_loss_rel_diff"] > 1e-4 else ""
+        flag = "" if row["loss_agrees"] else f" DISAGREES (first step {row['first_loss_rel_diff']:.1e})"
+        return f"{format_losses(row['final_loss'])}{drift}{flag}"
+    flag = "" if row["outputs_agree"] else " DISAGREES"
+    return f"outputs {row['output_rel_diff']:.0e}{flag}"
+
+
+def table(rows: list[dict]) -> list[str]:
+    header = ["arch", "task", "mode", "batch", "step ms [round spread]", "compile s", "samples/s", "GFLOP/s", "eff.",
+              "peak MB", "final loss (drift) / outputs vs first row"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in timed(rows):
+        lo, hi = r["step_ms_spread"]
+        unstable = " UNSTABLE" if r["unstable"] else ""
+        lines.append("| " + " | ".join([
+            row_label(r), r["task"], r["mode"], str(r["batch_size"]), f"{r['step_ms_median']:.3f} [{lo:.3f}-{hi:.3f}]{unstable}",
+            f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}", f"{r['efficiency']:.2f}",
+            f"{r['peak_mem_mb']:.1f}", agreement(r),
+        ]) + " |")
+    return lines
+
+
+def fit_table(rows: list[dict]) -> list[str]:
+    fits = [r for r in rows if r["task"] == "fit"]
+    if not fits:
+        return []
+    lines = ["| arch | framework | batch | epochs | wall s | s per epoch (median) | quality |", "|---|---|---|---|---|---|---|"]
+    for r in fits:
+        lines.append(f"| {row_label(r)} | {r['framework']} | {r['batch_size']} | {r['epochs']} | {r['wall_s']:.1f} | "
+                     f"{r['epoch_s_median']:.2f} | {r['quality_metric']} {r['quality']:.4g} |")
+    return lines
+
+
+def summary_lines(results: dict) -> list[str]:
+    s = results["summary"]
+    lines = [f"- {row_label(x)} {x['task']} batch {x['batch_size']}: jax-jit / best torch step time = {x['median']:.2f} "
+             f"[{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s["jax_over_torch"]]
+    lines += [f"- rnn, {fw}: batched / per-name training names per second = {v:.0f}x (best mode of each)"
+              for fw, v in s["batched_over_per_name"].items()]
+    lines += [f"- {row_label(x)} {x['task']} {x['mode']}: samples/s " + saturation(x) + " ("
+              + ", ".join(f"{b}: {v:,.0f}" for b, v in x["samples_per_s"].items()) + ")" for x in s["scaling"]]
+    lines += [f"- unstable (round medians more than 10% apart): {len(s['unstable'])} of {len(timed(results['rows']))} rows: "
+              f"{', '.join(s['unstable'])}"] if s["unstable"] else []
+    lines += [f"- DISAGREES with its group's first row: {', '.join(s['disagreements'])}"] if s["disagreements"] else []
+    return lines
+
+
+def saturation(curve: dict) -> str:
+    """Where a mode's throughput stops growing, or that it had not by the largest batch measured."""
+    if curve["saturates_at"] == max(map(int, curve["samples_per_s"])):
+        return f"still growing at the largest batch, {curve['saturates_at']}"
+    return f"stops growing at batch {curve['saturates_at']} (within {1 - SATURATION:.0%} of its best)"
+
+
+def machine_lines(results: dict) -> list[str]:
+    m, rows = results["machine"], results["rows"]
+    devices = sorted({f"{r['framework']}: {r['device_name']}" for r in rows})
+    flags = sorted({r["settings"].get("xla_flags", "") for r in rows if r["framework"] == "jax"})
+    lines = [
+        f"- machine: {m['cpu']}, {m['cpus_available']} CPUs available, {m['platform']}; devices: {'; '.join(devices)}",
+        f"- versions: python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items())),
+        f"- command: `{results['command']}`",
+        f"- XLA_FLAGS of the JAX rows: {' | '.join(repr(f) for f in flags) or 'none'}",
+    ]
+    if not timed(rows):
+        return lines
+    return lines + [
+        f"- each configuration: {results['settings']['repeats']} interleaved rounds, at most {results['settings']['steps']} timed steps "
+        f"and {results['settings']['max_time']:g} s over them (at least 3 a round), after {results['settings']['warmup']} warm-up steps; "
+        "step time = median over rounds of each round's median, [min-max of the round medians]",
+    ]
+
+
+# ---------------------------------------------------------------- files
+def write(out: Path, results: dict) -> None:
+    rows = results["rows"]
+    lines = table(rows) + [""] + fit_table(rows) + [""] + summary_lines(results) + machine_lines(results)
+    print("\n".join(lines))
+    md = ["# Benchmark", ""] + machine_lines(results) + [""] + table(rows) + [""] + fit_table(rows) + [""] + summary_lines(results)
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    written = [out / "results.json", out / "results.md"]
+    if timed(rows):
+        plot_steps(out / "results.png", rows)
+        written.append(out / "results.png")
+    if results["summary"]["scaling"]:
+        plot_scaling(out / "scaling.png", rows)
+        written.append(out / "scaling.png")
+    if any(r["task"] == "fit" for r in rows):
+        plot_fit(out / "fit.png", rows)
+        written.append(out / "fit.png")
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_steps(path: Path, rows: list[dict]) -> None:
+    """Step time (median, round spread) and peak memory of every row, training and inference side by side."""
+    plt = _pyplot()
+    tasks = [t for t in ("train", "infer") if any(r["task"] == t for r in rows)]
+    height = max(len([r for r in rows if r["task"] == t]) for t in tasks)
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(12, 0.32 * height * len(tasks) + 1.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]})
+    for (ax_time, ax_mem), task in zip(axes, tasks):
+        group = [r for r in rows if r["task"] == task]
+        y = np.arange(len(group))[::-1]
+        medians = np.array([r["step_ms_median"] for r in group])
+        spread = np.array([[r["step_ms_median"] - r["step_ms_spread"][0], r["step_ms_spread"][1] - r["step_ms_median"]] for r in group]).T
+        colors = [MODE_COLORS.get(r["mode"], "gray") for r in group]
+        ax_time.barh(y, medians, xerr=spread, color=colors)
+        ax_time.set_yticks(y, [f"{row_label(r)} {r['mode']} b{r['batch_size']}" for r in group], fontsize=7)
+        if medians.max() > 50 * medians.min():
+            ax_time.set_xscale("log")
+        ax_time.set_xlabel(f"{task} step, ms (median over rounds, bars: round spread)")
+        ax_mem.barh(y, [r["peak_mem_mb"] for r in group], color=colors)
+        ax_mem.set_yticks(y, [])
+        ax_mem.set_xlabel("peak memory above baseline, MB")
+    fig.suptitle(f"{rows[0]['device_name']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scaling(path: Path, rows: list[dict]) -> None:
+    """Samples per second against batch size, log-log: a panel per architecture, a line per mode, train solid, infer dashed."""
+    plt = _pyplot()
+    archs = list(dict.fromkeys(row_label(r) for r in timed(rows)))
+    cols = min(3, len(archs))
+    fig, axes = plt.subplots(-(-len(archs) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(archs) // cols)), squeeze=False)
+    for ax, arch in zip(axes.flat, archs):
+        for (task, mode) in dict.fromkeys((r["task"], r["mode"]) for r in timed(rows) if row_label(r) == arch):
+            points = sorted((r["batch_size"], r["samples_per_s"]) for r in timed(rows) if (row_label(r), r["task"], r["mode"]) == (arch, task, mode))
+            ax.plot(*zip(*points), marker="o", color=MODE_COLORS.get(mode, "gray"), linestyle="-" if task == "train" else "--",
+                    label=f"{mode} {task}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(arch, fontsize=9)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples / s")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(archs):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fit(path: Path, rows: list[dict]) -> None:
+    """The quality metric after each epoch against the seconds since the training command began, per framework."""
+    plt = _pyplot()
+    fits = [r for r in rows if r["task"] == "fit"]
+    archs = list(dict.fromkeys((row_label(r), r["batch_size"]) for r in fits))
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.4), squeeze=False)
+    for ax, (arch, batch) in zip(axes[0], archs):
+        for r in [r for r in fits if (row_label(r), r["batch_size"]) == (arch, batch)]:
+            if r["curve"]:
+                ax.plot(*zip(*r["curve"]), marker=".", color=FRAMEWORK_COLORS[r["framework"]], label=f"{r['framework']} ({r['wall_s']:.0f} s in all)")
+            ax.set_ylabel(r["quality_metric"])
+        ax.set_title(f"{arch}, batch {batch}", fontsize=9)
+        ax.set_xlabel("seconds since the command began")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- two runs
+def measure(row: dict) -> tuple[float, float, float]:
+    """(value, low, high) of what a row times: the step (train, infer) or the whole training command (fit)."""
+    if row["task"] == "fit":
+        return row["wall_s"], row["wall_s"], row["wall_s"]
+    return row["step_ms_median"], *row["step_ms_spread"]
+
+
+def diff_lines(old: dict, new: dict, old_path: Path, new_path: Path) -> list[str]:
+    """Row by row: new / old, and whether the change exceeds both runs' spreads.
+
+    Rows match on arch, variant, task, mode, batch size and device; when each
+    file holds one device and they differ (a CPU run against a GPU run), on
+    all but the device.
+    """
+    devices = [sorted({r["device"] for r in results["rows"]}) for results in (old, new)]
+    across = len(devices[0]) == len(devices[1]) == 1 and devices[0] != devices[1]  # one device each: CPU against GPU
+
+    def key(r: dict) -> tuple:
+        return r["arch"], r["variant"], r["task"], r["mode"], r["batch_size"], "" if across else r["device"]
+
+    old_rows, new_rows = {key(r): r for r in old["rows"]}, {key(r): r for r in new["rows"]}
+
+    def where(results: dict, path: Path) -> str:
+        devices = sorted({r["device_name"] for r in results["rows"]})
+        return f"{path}: {results['machine']['cpu']}; {', '.join(devices)}; " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items()))
+
+    lines = [f"- old: {where(old, old_path)}", f"- new: {where(new, new_path)}"]
+    lines += [f"- matching {devices[0][0]} rows with {devices[1][0]} rows"] if across else []
+    lines += ["",
+             "| arch | task | mode | batch | old (ms, or s for fit) [spread] | new [spread] | new / old | beyond both spreads |",
+             "|---|---|---|---|---|---|---|---|"]
+    for k in [k for k in old_rows if k in new_rows]:
+        (o, o_lo, o_hi), (n, n_lo, n_hi) = measure(old_rows[k]), measure(new_rows[k])
+        changed = abs(n - o) > max(o_hi - o_lo, n_hi - n_lo)
+        lines.append(f"| {label(k[0], k[1])} | {k[2]} | {k[3]} | {k[4]} | {o:.3f} [{o_lo:.3f}-{o_hi:.3f}] | {n:.3f} [{n_lo:.3f}-{n_hi:.3f}] | "
+                     f"{n / o:.2f} | {'yes: ' + ('slower' if n > o else 'faster') if changed else 'no'} |")
+    for name, only in (("old", [k for k in old_rows if k not in new_rows]), ("new", [k for k in new_rows if k not in old_rows])):
+        if only:
+            lines.append(f"- only in the {name} file: " + ", ".join(describe_key(k) for k in only))
+    return lines + ratio_diff_lines(old, new)
+
+
+def describe_key(k: tuple) -> str:
+    """arch, variant, task, mode, batch size and (unless the CPU) device, as the diff names a row."""
+    return f"{label(k[0], k[1])} {k[2]} {k[3]} batch {k[4]}" + (f" {k[5]}" if k[5] not in ("", "cpu") else "")
+
+
+def ratio_diff_lines(old: dict, new: dict) -> list[str]:
+    """The two runs' JAX/torch ratios side by side, and how many agree within RATIO_AGREEMENT.
+
+    Ratios are formed within each run's rounds, so they cancel what slowed a
+    whole run down; two runs on one machine should agree on them far better
+    than on step times.
+    """
+    key = lambda x: (x["arch"], x["variant"], x["task"], x["batch_size"])  # noqa: E731
+    old_ratios = {key(x): x for x in old.get("summary", {}).get("jax_over_torch", [])}
+    pairs = [(k, old_ratios[k], x) for x in new.get("summary", {}).get("jax_over_torch", []) if (k := key(x)) in old_ratios]
+    if not pairs:
+        return []
+    lines = ["", "| arch | task | batch | old jax-jit / best torch [rounds] | new | new / old |", "|---|---|---|---|---|---|"]
+    agree = 0
+    for (arch, variant, task, batch), o, n in pairs:
+        change = n["median"] / o["median"]
+        agree += abs(change - 1) <= RATIO_AGREEMENT
+        lines.append(f"| {label(arch, variant)} | {task} | {batch} | {o['median']:.2f} [{o['spread'][0]:.2f}-{o['spread'][1]:.2f}] | "
+                     f"{n['median']:.2f} [{n['spread'][0]:.2f}-{n['spread'][1]:.2f}] | {change:.2f} |")
+    lines.append(f"- the JAX/torch ratios of {agree} of {len(pairs)} rows ({agree / len(pairs):.0%}) agree within {RATIO_AGREEMENT:.0%}")
+    return lines
