@@ -371,13 +371,13 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
     finally:
         for w in workers:
             w.close()
-    rows = [make_row(w.cfg, ready[w.name], rounds[w.name], done[w.name], peaks[w.cfg["framework"]], flops[w.cfg["task"]], args)
+    rows = [make_row(w.cfg, ready[w.name], rounds[w.name], done[w.name], peaks[w.cfg["framework"]], flops[w.cfg["task"]])
             for w in workers]
     check_agreement(rows, tmp)
     return rows
 
 
-def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak: float, flops: float, args) -> dict:
+def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak: float, flops: float) -> dict:
     """A row: the median over rounds of each round's median step, their spread (min-max), and the rest."""
     round_medians = [float(np.median(times)) for times in rounds]
     step_s = float(np.median(round_medians))

@@ -14,8 +14,6 @@ import numpy as np
 from shared.data import batch_indices
 from shared.tasks import TASKS, Task
 
-TASK_KINDS = ("train", "infer")  # what a worker times; "fit" rows run the training command instead
-
 # Dropout draws its masks from each framework's own generator, so with it on
 # no two rows would compute the same losses; the CNN and the AAE are timed with p = 0 (the CNN's
 # dropout acts on a 100x128 activation, far below 1% of the step's time).
