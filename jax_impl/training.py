@@ -55,6 +55,11 @@ def committed(leaves: list[jax.Array]) -> list[jax.Array]:
     return [jax.device_put(leaf, next(iter(leaf.devices()))) for leaf in leaves]
 
 
+def eval_view(model: nnx.Module) -> nnx.Module:
+    """The model with dropout and BatchNorm in eval mode, sharing its arrays (the model keeps its own mode)."""
+    return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+
+
 def model_from_file(make: Callable[[], nnx.Module], path: Path) -> nnx.Module:
     """make() with its parameters and running statistics from the weights file at `path`, as load_model(make(), path) gives.
 
@@ -119,8 +124,7 @@ class CompiledInference:
     def __init__(self, fn, model: nnx.Module, mode: str = "jax-jit"):
         if mode not in MODES:
             raise UserError(f"--mode {mode}: JAX supports {', '.join(MODES)}")
-        view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
-        graphdef, state = nnx.split(view)
+        graphdef, state = nnx.split(eval_view(model))
         leaves, treedef = jax.tree.flatten(state)
         self.leaves = committed(leaves)
 
@@ -167,13 +171,11 @@ class Backend:
     def predict(self, model: nnx.Module, fn: Callable, *arrays: np.ndarray) -> dict[str, np.ndarray]:
         """fn(model, *arrays) in eval mode, jit-compiled, numpy in and out (no gradient is taken).
 
-        It runs on an eval-mode view of the model (nnx.view shares the arrays
-        and sets dropout and BatchNorm to eval), so the model keeps its own mode.
+        It runs on eval_view(model), so the model keeps its own mode.
         """
         if fn not in self._jitted:
             self._jitted[fn] = nnx.jit(fn)
-        view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
-        return to_numpy(self._jitted[fn](view, *map(self.to_device, arrays)))
+        return to_numpy(self._jitted[fn](eval_view(model), *map(self.to_device, arrays)))
 
     def sync(self, result: Any = None) -> None:
         jax.block_until_ready(result)
