@@ -3,7 +3,13 @@
 Two sources, one result (`Names`: folded names, int64 labels, a fixed split):
 
 - a folder in the classic layout (`--data-dir`): one `Language.txt` per class,
-  one name per line, UTF-8; the class is the file stem;
+  one name per line, UTF-8; the class is the file stem. A class file is a
+  `.txt` file whose stem is a capitalised word of ASCII letters (`[A-Z][a-z]+`,
+  as are the 18 classic files: Arabic.txt ... Vietnamese.txt). Other files
+  (README.txt, notes.md, english.txt, Old-Norse.txt) are ignored with one
+  warning line on stderr that names them; hidden files (.DS_Store, macOS's
+  ._English.txt) and subfolders are ignored silently. Lines may end in LF,
+  CRLF or CR alone (old Mac files): the three read alike;
 - the embedded default, which needs no download: the per-locale surname lists
   that the Faker package ships (`faker.providers.person.<locale>.Provider`),
   transliterated to ASCII with `faker.decode.unidecode`. `EMBEDDED_SOURCES`
@@ -12,13 +18,17 @@ Two sources, one result (`Names`: folded names, int64 labels, a fixed split):
   18). Arabic comes out of unidecode without vowels (e.g. "'Shj", "Bw lHj"),
   with upper-case letters for the emphatic consonants: it does not look like
   the classic Arabic list, so accuracies on the two sources do not compare
-  class for class.
+  class for class. The names are faker's, so `Names.source` (and with it each
+  run's metrics.json config) records the installed faker version.
 
-Measured with faker 40.54.0 after folding and removing duplicates (14,080 names;
-split 11,263 train / 2,817 test, the largest class 27% of the test split):
+Measured after folding and removing duplicates, the same names with faker
+40.40.0, 40.54.0 and 40.63.0 (14,080 names; split 11,263 train / 2,817 test,
+the largest class 27% of the test split):
 Arabic 296, Chinese 91, Czech 200, Dutch 1,071, English 1,118, French 400,
 German 403, Greek 1,435, Irish 2,304, Italian 1,163, Japanese 49, Korean 44,
 Polish 3,866, Portuguese 96, Russian 500, Spanish 1,034, Vietnamese 10.
+A faker release that edits its lists changes these numbers (faker is not
+pinned: the counts are the same across the releases measured).
 The classic copy in ../shared/data/names has 18 classes and 18,643 names
 (14,915 / 3,728; Russian 9,342 of them, 50% of the test split).
 
@@ -29,7 +39,9 @@ one-hot rows of width 57, zero-padded to a common length in a batch.
 from __future__ import annotations
 
 import importlib
+import re
 import string
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -112,6 +124,10 @@ def _has_letter(name: str) -> bool:
 
 
 # ---------------------------------------------------------------- a folder of Language.txt files
+CLASS_FILE = re.compile(r"[A-Z][a-z]+\.txt")  # Language.txt, as every file of the classic data is named
+_LISTED_IGNORED = 5  # the warning names this many ignored files, then counts the rest
+
+
 def _read_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 file; a decoding error names the line, which a bare decode does not."""
     try:
@@ -120,6 +136,9 @@ def _read_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     if raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM) :]
+    # CRLF (Windows) and CR alone (old Mac) become LF, so all three read as lines. Safe on the bytes:
+    # 0x0d and 0x0a never occur inside a UTF-8 multi-byte sequence.
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -127,29 +146,59 @@ def _read_lines(path: Path) -> list[str]:
         raise DataError(
             f"{path}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x}), expected UTF-8 text, one name per line"
         ) from None
-    # split("\n"), not splitlines(): line numbers must match what an editor shows.
+    # split("\n"), not splitlines(): splitlines also breaks at form feeds, U+2028 and the like,
+    # so line numbers would no longer match what an editor shows.
     return text.split("\n")
 
 
+def class_files(data_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(class files, other visible files) of a names folder, each sorted; see the module docstring for the rule."""
+    try:
+        files = sorted(p for p in data_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"names folder {data_dir}: cannot list its files ({e.strerror})") from None
+    chosen = [p for p in files if CLASS_FILE.fullmatch(p.name)]
+    return chosen, [p for p in files if not CLASS_FILE.fullmatch(p.name)]
+
+
+def _listing(paths: list[Path]) -> str:
+    """The first file names, one line whatever they hold (a name may contain a newline or undecodable bytes)."""
+    names = ", ".join(p.name if p.name.isprintable() else ascii(p.name) for p in paths[:_LISTED_IGNORED])
+    more = len(paths) - _LISTED_IGNORED
+    return f"{names} and {more} more" if more > 0 else names
+
+
 def read_names_dir(data_dir: str | Path) -> dict[str, list[str]]:
-    """class -> folded names from DIR/*.txt (class = file stem), classes sorted.
+    """class -> folded names from the folder's Language.txt files (class = file stem), classes sorted.
 
     Names keep their file order; blank lines are skipped; a name that folds
     onto one already seen in the same file (duplicate lines, "Krüger" after
     "Kruger") is dropped, so train and test never share a name within a class.
     The same name in two classes is kept: the classic data has such names.
+    Files that are not class files are ignored, with one warning line on stderr.
     """
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise DataError(f"names folder {data_dir} does not exist")
     if not data_dir.is_dir():
         raise DataError(f"names folder {data_dir} is a file, expected a folder with one Language.txt file per class")
-    paths = sorted(data_dir.glob("*.txt"))
+    paths, ignored = class_files(data_dir)
     if not paths:
-        raise DataError(f"{data_dir}: no *.txt files, expected one Language.txt file per class (one name per line)")
+        found = f" (found only {_listing(ignored)})" if ignored else ""
+        raise DataError(
+            f"{data_dir}: no class files{found}, expected one Language.txt file per class "
+            "(a capitalised word of letters, e.g. English.txt; one name per line)"
+        )
     if len(paths) < 2:
         raise DataError(
             f"{data_dir}: only one class file ({paths[0].name}), expected at least 2 (one Language.txt file per class)"
+        )
+    if ignored:
+        # A warning, not an error: a README beside the classic files is common and harmless.
+        print(
+            f"warning: {data_dir}: ignored {len(ignored)} file{'s' if len(ignored) > 1 else ''} that are not "
+            f"Language.txt class files (a capitalised word of letters + .txt): {_listing(ignored)}",
+            file=sys.stderr,
         )
     by_class: dict[str, list[str]] = {}
     for path in paths:
@@ -196,7 +245,7 @@ def _embedded_table() -> tuple[tuple[str, tuple[str, ...]], ...]:
             for original in _provider_names(locale, attribute):
                 name = fold(original)
                 if not _has_letter(name):
-                    continue  # nothing left to learn from; none in faker 40.54
+                    continue  # nothing left to learn from; none in faker 40.40-40.63
                 if not _has_letter(original):
                     # Scripts without case (Korean, Arabic) transliterate to lower case:
                     # "gim" -> "Gim", "'shj" -> "'Shj", like the Latin-script names.

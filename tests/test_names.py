@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from shared.data import DataError
 from shared.errors import UserError
 from shared.names import (
     ALPHABET,
+    CLASS_FILE,
     N_LETTERS,
     SPLIT_SEED,
     TRAIN_FRACTION,
@@ -25,6 +27,7 @@ from shared.names import (
     read_names_dir,
     split_names,
 )
+from shared.tasks import RnnTask
 from tests.conftest import SHARED_DATA
 
 CLASSIC_CLASSES = [
@@ -34,6 +37,14 @@ CLASSIC_CLASSES = [
 EMBEDDED_CLASSES = [c for c in CLASSIC_CLASSES if c != "Scottish"]  # Faker has no Scottish locale
 CLASSIC_TOTAL = 18_643  # distinct names after folding, measured once; the per-class counts are recomputed below
 TUTORIAL_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;'"  # written out, not imported
+# The embedded counts of the module docstring and docs/data.md, measured with each of these faker releases
+# (the same names in all three). Another release is checked only for what holds whatever its lists.
+MEASURED_FAKER = {"40.40.0", "40.54.0", "40.63.0"}
+EMBEDDED_COUNTS = {
+    "Arabic": 296, "Chinese": 91, "Czech": 200, "Dutch": 1071, "English": 1118, "French": 400,
+    "German": 403, "Greek": 1435, "Irish": 2304, "Italian": 1163, "Japanese": 49, "Korean": 44,
+    "Polish": 3866, "Portuguese": 96, "Russian": 500, "Spanish": 1034, "Vietnamese": 10,
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +151,104 @@ def test_classic_folder_keeps_file_order_and_first_occurrence(names_dir: Path, c
     assert "AlAbhari" in classic["Arabic"]
 
 
+def test_classic_file_names_are_class_files(names_dir: Path, capsys: pytest.CaptureFixture[str]):
+    files = sorted(p.name for p in names_dir.iterdir())
+    assert files == [f"{language}.txt" for language in CLASSIC_CLASSES]
+    assert all(CLASS_FILE.fullmatch(name) for name in files)
+    read_names_dir(names_dir)
+    assert capsys.readouterr().err == ""  # no file ignored, no warning
+
+
+# ---------------------------------------------------------------- line endings
+LINES = ["Smith", "O'Neal", "", "Jones", "Smith"]  # a blank line and a duplicate, as real files have
+
+
+def folder_with_line_ending(folder: Path, ending: bytes) -> Path:
+    folder.mkdir()
+    write(folder, "English.txt", ending.join(line.encode() for line in LINES) + ending)
+    write(folder, "German.txt", ending.join("M\u00fcller Schmidt Wei\u00df".encode().split(b" ")))  # no final newline
+    return folder
+
+
+def test_lf_crlf_and_cr_line_endings_read_alike(tmp_path: Path):
+    endings = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+    folders = {label: folder_with_line_ending(tmp_path / label, ending) for label, ending in endings.items()}
+    expected = {"English": ["Smith", "O'Neal", "Jones"], "German": ["Muller", "Schmidt", "Weiss"]}
+    for label, folder in folders.items():
+        assert read_names_dir(folder) == expected, label  # a CR-only file was one name "SmithO'NealJonesSmith" before
+    lf = load_names(folders["lf"])
+    for label in ("crlf", "cr"):
+        other = load_names(folders[label])
+        assert (other.train_names, other.test_names, other.classes) == (lf.train_names, lf.test_names, lf.classes), label
+        np.testing.assert_array_equal(other.train_y, lf.train_y)
+        np.testing.assert_array_equal(other.test_y, lf.test_y)
+
+
+def test_mixed_line_endings_in_one_file(tmp_path: Path):
+    folder = two_good_classes(tmp_path)
+    write(folder, "French.txt", b"Dupont\rMartin\r\nBernard\nPetit\r\r\nDurand")
+    assert read_names_dir(folder)["French"] == ["Dupont", "Martin", "Bernard", "Petit", "Durand"]
+
+
+def test_cr_only_file_error_names_the_editors_line(tmp_path: Path):
+    bad = write(two_good_classes(tmp_path), "Polish.txt", b"Nowak\rKowalski\r\rZi\xb3ko\r")
+    message = data_error(tmp_path)
+    assert str(bad) in message and "line 4" in message and "0xb3" in message  # Latin-2 ł, line 4 in an editor
+
+
+# ---------------------------------------------------------------- which files are classes
+def test_files_that_are_not_class_files_are_ignored_with_one_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    folder = two_good_classes(tmp_path)
+    for name in ("README.txt", "notes.md", "english.txt", "Old-Norse.txt", "Irish.txt.bak"):
+        write(folder, name, b"Not a name list\n")
+    write(folder, ".DS_Store", b"\x00\x01binary")  # hidden: macOS's, silently skipped
+    write(folder, "._English.txt", b"\x00\x05\x16\x07\xff")  # AppleDouble file from a Mac zip, not UTF-8
+    (folder / "Extra").mkdir()
+    write(folder / "Extra", "French.txt", b"Dupont\n")  # subfolders are not read
+    assert read_names_dir(folder) == {"English": ["Smith", "Jones"], "German": ["Muller", "Schmidt"]}
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"warning: {folder}: ignored 5 files")
+    assert lines[0].endswith(": Irish.txt.bak, Old-Norse.txt, README.txt, english.txt, notes.md")
+    assert "DS_Store" not in lines[0] and "._English" not in lines[0]
+
+
+def test_warning_names_five_ignored_files_and_counts_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    folder = two_good_classes(tmp_path)
+    for i in range(7):
+        write(folder, f"part{i}.txt", b"x\n")
+    read_names_dir(folder)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "ignored 7 files" in line and line.endswith(": part0.txt, part1.txt, part2.txt, part3.txt, part4.txt and 2 more")
+
+
+def test_readme_beside_one_class_is_not_a_second_class(tmp_path: Path):
+    write(tmp_path, "English.txt", b"Smith\nJones\n")
+    write(tmp_path, "README.txt", b"Surnames by language\n")  # made a class "README" before
+    message = data_error(tmp_path)
+    assert "only one class file (English.txt)" in message
+
+
+def test_folder_of_only_other_files(tmp_path: Path):
+    write(tmp_path, "readme.txt", b"x\n")
+    write(tmp_path, "names.csv", b"Smith,English\n")
+    message = data_error(tmp_path)
+    assert f"{tmp_path}: no class files (found only names.csv, readme.txt)" in message
+    assert "expected one Language.txt file per class" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "is_class"),
+    [("English.txt", True), ("Vietnamese.txt", True), ("README.txt", False), ("english.txt", False),
+     ("ENGLISH.txt", False), ("Old-Norse.txt", False), ("Greek2.txt", False), ("E.txt", False),
+     ("English.TXT", False), ("English.txt.gz", False), ("Español.txt", False)],
+)  # fmt: skip
+def test_class_file_rule(name: str, is_class: bool):
+    assert bool(CLASS_FILE.fullmatch(name)) is is_class
+
+
 # ---------------------------------------------------------------- the split
 def check_split(data: Names, by_class: dict[str, list[str]]) -> None:
     assert data.classes == sorted(by_class)
@@ -220,11 +329,24 @@ def test_embedded_default_is_cached_but_not_shared():
     assert "Mutated" not in second["Korean"] and "Extra" not in second
 
 
-def test_load_names_embedded():
+def test_load_names_embedded_records_the_faker_version():
     data = load_names()
     assert data.classes == EMBEDDED_CLASSES
     check_split(data, embedded_names())
-    assert "faker" in data.source.lower()
+    installed = version("faker")  # from the package's metadata, not from shared/names.py
+    assert f"faker {installed}" in data.source
+    assert RnnTask.load().source == data.source  # what the trainer writes as the run's config "data"
+
+
+def test_embedded_counts_are_the_documented_ones():
+    if version("faker") not in MEASURED_FAKER:
+        pytest.skip(f"faker {version('faker')} is not one the counts were measured with {sorted(MEASURED_FAKER)}: re-measure")
+    by_class = embedded_names()
+    assert {language: len(names) for language, names in by_class.items()} == EMBEDDED_COUNTS
+    data = load_names()
+    assert (len(data.train_names), len(data.test_names)) == (11_263, 2_817)
+    assert sum(EMBEDDED_COUNTS.values()) == 14_080
+    assert data.source.endswith("17 classes, 14080 names")
 
 
 # ---------------------------------------------------------------- one-hot encoding
@@ -271,9 +393,11 @@ def test_file_instead_of_folder(tmp_path: Path):
 
 
 def test_empty_folder(tmp_path: Path):
+    message = data_error(tmp_path)
+    assert f"{tmp_path}: no class files, expected one Language.txt file per class" in message
     write(tmp_path, "README.md", b"no names here\n")
     message = data_error(tmp_path)
-    assert str(tmp_path) in message and "expected one Language.txt file per class" in message
+    assert "no class files (found only README.md)" in message and "expected one Language.txt file per class" in message
 
 
 def test_one_class_only(tmp_path: Path):
