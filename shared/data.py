@@ -90,7 +90,10 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
             f"{path}: {len(raw)} bytes, expected {expected_len} for {'x'.join(map(str, dims))} items "
             f"({'truncated' if len(raw) < expected_len else 'trailing data'})"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+    try:
+        return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+    except ValueError:  # a zero dimension beside dimensions whose product numpy cannot hold, e.g. 0x4294967295x4294967295
+        raise DataError(f"{path}: dimensions {'x'.join(map(str, dims))} are too large for an array") from None
 
 
 def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +137,10 @@ def load_idx_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.nda
                 f"{data_dir}: no MNIST {split} {kind} file (looked for {name}[.gz] "
                 f"in {data_dir}, {data_dir / 'MNIST' / 'raw'} and {data_dir / 'raw'})"
             )
-    return read_idx_pair(images, labels)
+    x, y = read_idx_pair(images, labels)
+    if len(x) == 0:  # nothing to train on or to score: every metric would be a mean over no examples
+        raise DataError(f"{images}: 0 images, expected at least 1 in the MNIST {split} split")
+    return x, y
 
 
 # ---------------------------------------------------------------- embedded subset
@@ -178,20 +184,22 @@ def load_embedded_mnist() -> Mnist:
 def load_mnist(data_dir: str | Path | None = None, test_dir: str | Path | None = None) -> Mnist:
     """MNIST for training and testing.
 
-    data_dir: a folder of the standard IDX files (train and test); None uses
-    the embedded 4,000/1,000 split. test_dir: a folder whose IDX test files
-    replace the test split (e.g. the official 10k test set).
+    data_dir: a folder of the standard IDX files; None uses the embedded
+    4,000/1,000 split. test_dir: a folder whose IDX test files make the test
+    split (e.g. the official 10k test set); with it, data_dir needs only the
+    training files.
     """
     if data_dir is None:
         data = load_embedded_mnist()
+        if test_dir is None:
+            return data
+        train, source = (data.train_x, data.train_y), data.source
     else:
-        train = load_idx_split(data_dir, "train")
-        test = load_idx_split(data_dir, "test")
-        data = Mnist(*train, *test, f"MNIST IDX files in {data_dir}")
-    if test_dir is not None:
-        test = load_idx_split(test_dir, "test")
-        data = Mnist(data.train_x, data.train_y, *test, f"{data.source}; test set from {test_dir}")
-    return data
+        train, source = load_idx_split(data_dir, "train"), f"MNIST IDX files in {data_dir}"
+    if test_dir is None:
+        return Mnist(*train, *load_idx_split(data_dir, "test"), source)
+    # the test folder's files make the test split: data_dir's, if any, are not read
+    return Mnist(*train, *load_idx_split(test_dir, "test"), f"{source}; test set from {test_dir}")
 
 
 def binarize(images: np.ndarray) -> np.ndarray:

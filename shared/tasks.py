@@ -238,6 +238,11 @@ class GanTask(Task):
 
     def __init__(self, data: Mnist, variant: str | None = None):
         super().__init__(variant)
+        if len(data.test_x) < 2:  # the Frechet distance compares covariances, and one image has none
+            raise UserError(
+                f"gan: the test split ({data.source}) holds {len(data.test_x)} image(s), expected at least 2 "
+                "(the Frechet distance needs the covariance of the test images' features)"
+            )
         self.train_x = to_tanh_range(data.train_x)
         self.real_test_x = data.test_x  # in [0, 1], as the classifier reads them
         self.n_train, self.n_infer = len(self.train_x), len(self.real_test_x)

@@ -15,6 +15,7 @@ from shared.data import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
     DataError,
+    Mnist,
     batch_indices,
     binarize,
     load_embedded_mnist,
@@ -25,6 +26,7 @@ from shared.data import (
     stratified_split,
 )
 from shared.errors import UserError
+from shared.tasks import GanTask
 from tests.conftest import SHARED_DATA
 
 MNIST_DIR = SHARED_DATA / "mnist"
@@ -308,6 +310,101 @@ def test_load_mnist_needs_train_files(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", tiny_labels(3))
     with raises_data_error("no MNIST train images file"):
         data.load_mnist(tmp_path)
+
+
+def write_split(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[Path, Path]:
+    """The standard-named IDX pair of one split in `folder` (made if needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = "train" if split == "train" else "t10k"
+    return (
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images),
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels),
+    )
+
+
+def as_float(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), 784).astype(np.float64) / 255  # what the reader should give, in float64
+
+
+def test_train_files_in_data_dir_test_files_in_test_dir(tmp_path):
+    train_images, test_images = tiny_images(3), 255 - tiny_images(2)
+    write_split(tmp_path / "train", "train", train_images, tiny_labels(3))
+    write_split(tmp_path / "test", "test", test_images, np.array([7, 2]))
+    m = data.load_mnist(tmp_path / "train", tmp_path / "test")
+    np.testing.assert_allclose(m.train_x, as_float(train_images), rtol=1e-7)
+    np.testing.assert_allclose(m.test_x, as_float(test_images), rtol=1e-7)
+    assert m.train_y.tolist() == [0, 1, 2] and m.test_y.tolist() == [7, 2]
+    assert m.source == f"MNIST IDX files in {tmp_path / 'train'}; test set from {tmp_path / 'test'}"
+
+
+def test_test_dir_means_data_dirs_test_files_are_not_read(tmp_path):
+    write_split(tmp_path / "full", "train", tiny_images(3), tiny_labels(3))
+    write_split(tmp_path / "full", "test", tiny_images(2), tiny_labels(2))
+    (tmp_path / "full" / "t10k-images-idx3-ubyte").write_bytes(b"corrupt")  # an error if read
+    write_split(tmp_path / "test", "test", tiny_images(4), tiny_labels(4))
+    m = data.load_mnist(tmp_path / "full", tmp_path / "test")
+    assert m.test_x.shape == (4, 784) and m.test_y.tolist() == [0, 1, 2, 3]
+    with raises_data_error(str(tmp_path / "full" / "t10k-images-idx3-ubyte"), "7 bytes is too short"):
+        data.load_mnist(tmp_path / "full")
+
+
+def test_train_files_only_without_test_dir(tmp_path):
+    write_split(tmp_path, "train", tiny_images(3), tiny_labels(3))
+    with raises_data_error(str(tmp_path), "no MNIST test images file", "t10k-images-idx3-ubyte[.gz]"):
+        data.load_mnist(tmp_path)
+
+
+EMPTY_IMAGES, EMPTY_LABELS = np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8)
+
+
+def test_empty_training_split(tmp_path):
+    images, _ = write_split(tmp_path, "train", EMPTY_IMAGES, EMPTY_LABELS)
+    write_split(tmp_path, "test", tiny_images(2), tiny_labels(2))
+    assert read_idx_pair(*write_split(tmp_path / "copy", "train", EMPTY_IMAGES, EMPTY_LABELS))[0].shape == (0, 784)
+    with raises_data_error(f"{images}: 0 images, expected at least 1 in the MNIST train split"):
+        data.load_mnist(tmp_path)
+
+
+def test_empty_test_split_in_data_dir(tmp_path):
+    write_split(tmp_path, "train", tiny_images(3), tiny_labels(3))
+    images, _ = write_split(tmp_path, "test", EMPTY_IMAGES, EMPTY_LABELS)
+    with raises_data_error(f"{images}: 0 images, expected at least 1 in the MNIST test split"):
+        data.load_mnist(tmp_path)
+
+
+def test_empty_test_split_in_test_dir(tmp_path):
+    images, _ = write_split(tmp_path / "test", "test", EMPTY_IMAGES, EMPTY_LABELS)
+    with raises_data_error(f"{images}: 0 images, expected at least 1 in the MNIST test split"):
+        data.load_mnist(None, tmp_path / "test")  # the embedded training split with an empty test folder
+
+
+def test_zero_dimension_beside_huge_ones(tmp_path):
+    # 0 x 2^32-1 x 2^32-1 items is 0 bytes, but numpy cannot make an array of that shape (found by tests/test_fuzz.py)
+    path = tmp_path / "images"
+    path.write_bytes(struct.pack(">IIII", IMAGES_MAGIC, 0, 2**32 - 1, 2**32 - 1))
+    with raises_data_error(str(path), "dimensions 0x4294967295x4294967295 are too large"):
+        read_idx(path, IMAGES_MAGIC)
+
+
+# ---------------------------------------------------------------- the GAN's test split
+def tiny_mnist(n_test: int) -> Mnist:
+    x = np.linspace(0, 1, 5 * 784, dtype=np.float32).reshape(5, 784)
+    return Mnist(x[:3], np.arange(3), x[3 : 3 + n_test], np.arange(n_test), "tiny IDX files in /somewhere")
+
+
+@pytest.mark.parametrize("n_test", [0, 1])
+def test_gan_needs_two_test_images(n_test):
+    with pytest.raises(UserError) as info:
+        GanTask(tiny_mnist(n_test))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"gan: the test split (tiny IDX files in /somewhere) holds {n_test} image(s), expected at least 2")
+
+
+def test_gan_with_two_test_images():
+    task = GanTask(tiny_mnist(2))
+    assert task.n_infer == 2 and task.n_train == 3
+    np.testing.assert_array_equal(task.real_test_x, tiny_mnist(2).test_x)
 
 
 def test_unreadable_path_is_data_error(tmp_path):
