@@ -51,7 +51,7 @@ def load_weights(path: str | Path) -> StateDict:
         state_dict = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-    except TypeError as e:  # a dtype numpy does not know, e.g. bfloat16
+    except (TypeError, AttributeError) as e:  # a dtype numpy does not know: bfloat16 (TypeError), float8 (no np.float8_e4m3fn)
         raise WeightsError(f"{path}: holds a tensor type numpy cannot read ({e}); expected float32") from None
     for key, value in state_dict.items():
         if value.dtype.kind not in "fiub":  # bfloat16 reads as a void type once ml_dtypes is imported
