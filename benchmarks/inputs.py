@@ -84,7 +84,7 @@ def write_initial_weights(arch: str, variant: str, seed: int, path: Path) -> Non
     from torch_impl.weights import save_model
 
     module = importlib.import_module(f"torch_impl.{arch}")
-    save_model(module.init_model(seed, **model_kwargs(arch, variant)), path, arch)
+    save_model(module.init_model(seed, **model_kwargs(arch, variant)), path, benchmark_task(arch, variant).weights_spec())
 
 
 def count_flops(arch: str, variant: str, kind: str, batch_size: int, seed: int) -> float:

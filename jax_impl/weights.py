@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jax_impl.layers import BatchNorm, ConvTranspose
-from shared.weights import StateDict, check_state_dict, load_weights, save_weights
+from shared.weights import StateDict, WeightsSpec, check_state_dict, load_into_model, save_weights
 
 Layout = dict[str, tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]]
 
@@ -118,7 +118,7 @@ def state_dict_from_grads(model: nnx.Module, grads: nnx.State) -> StateDict:
 
 def load_state_dict(model: nnx.Module, state_dict: StateDict, source: str = "weights") -> None:
     """Set the model's variables from a PyTorch state_dict; keys and shapes are checked first."""
-    expected = {k: v.shape for k, v in state_dict_from_model(model).items()}
+    expected = {k: (v.shape, v.dtype.name) for k, v in state_dict_from_model(model).items()}
     check_state_dict(expected, state_dict, source)
     for prefix, module, layout in _layers(model):
         for torch_name, (name, _, from_torch) in layout.items():
@@ -128,9 +128,10 @@ def load_state_dict(model: nnx.Module, state_dict: StateDict, source: str = "wei
                 variable.set_value(jnp.asarray(value, dtype=variable.get_value().dtype))
 
 
-def save_model(model: nnx.Module, path: str | Path, arch: str) -> None:
-    save_weights(path, state_dict_from_model(model), {"arch": arch, "written_by": "jax_impl"})
+def save_model(model: nnx.Module, path: str | Path, spec: WeightsSpec) -> None:
+    save_weights(path, state_dict_from_model(model), spec.metadata("jax_impl"))
 
 
-def load_model(model: nnx.Module, path: str | Path) -> None:
-    load_state_dict(model, load_weights(path), str(path))
+def load_model(model: nnx.Module, path: str | Path, expected: WeightsSpec | None = None) -> None:
+    """The weights file at `path` into `model`; with `expected`, its metadata is checked first (shared.weights.check_metadata)."""
+    load_into_model(path, expected, lambda state_dict: load_state_dict(model, state_dict, str(path)))

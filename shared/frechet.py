@@ -32,7 +32,7 @@ import numpy as np
 
 from shared.data import IMAGE_DIM, NUM_CLASSES
 from shared.hparams import MLP as MLP_HP
-from shared.weights import StateDict, WeightsError, check_state_dict, load_weights
+from shared.weights import StateDict, check_state_dict, load_weights
 
 CLASSIFIER_PATH = Path(__file__).resolve().parent / "assets" / "mnist_mlp.safetensors"
 LAYERS = ("hidden1", "hidden2", "hidden3", "out")  # torch_impl/mlp.py's names, in order
@@ -54,10 +54,7 @@ class Classifier:
     """The MLP classifier as a numpy forward pass, for images (N, 784) in [0, 1]."""
 
     def __init__(self, state_dict: StateDict, source: str = "classifier weights"):
-        check_state_dict(classifier_shapes(), state_dict, source)
-        for key, value in state_dict.items():
-            if value.dtype.kind != "f":
-                raise WeightsError(f"{source}: key '{key}' has dtype {value.dtype}, expected float32")
+        check_state_dict({k: (shape, "float32") for k, shape in classifier_shapes().items()}, state_dict, source)
         # Kernels transposed once: x @ w.T + b is torch's Linear.
         self.layers = [
             (np.ascontiguousarray(state_dict[f"{n}.weight"].T, np.float32), np.asarray(state_dict[f"{n}.bias"], np.float32))

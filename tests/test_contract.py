@@ -198,7 +198,7 @@ def test_jax_models_from_a_weights_file_equal_eager_initialisation_then_loading(
     task = TASKS[arch].load(variant)
     path = tmp_path / "weights.safetensors"
     source = importlib.import_module(f"jax_impl.{arch}").init_model(7, **task.model_kwargs)  # other weights than seed 0's
-    save_model(source, path, arch)
+    save_model(source, path, task.weights_spec())
     fast = Backend(arch, "cpu").init_model(0, path, **task.model_kwargs)
     eager = importlib.import_module(f"jax_impl.{arch}").init_model(0, **task.model_kwargs)
     load_model(eager, path)

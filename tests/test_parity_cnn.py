@@ -21,7 +21,7 @@ from jax_impl import weights as jax_weights
 from jax_impl.layers import BatchNorm, conv
 from jax_impl.training import CompiledStep
 from shared.hparams import CNN
-from shared.weights import load_weights
+from shared.weights import WeightsSpec, load_weights
 from tests.numpy_reference import numpy_conv2d
 from tests.parity import (
     DIRECTIONS,
@@ -413,9 +413,9 @@ def test_state_dicts_round_trip_both_ways(trained_torch_state):
 def test_weight_files_round_trip_both_ways(tmp_path, trained_torch_state):
     torch_model, jax_model = tcnn.init_model(0), jcnn.init_model(5)
     torch_weights.load_state_dict(torch_model, trained_torch_state)
-    torch_weights.save_model(torch_model, tmp_path / "t.safetensors", "cnn")
+    torch_weights.save_model(torch_model, tmp_path / "t.safetensors", WeightsSpec("cnn", "default"))
     jax_weights.load_model(jax_model, tmp_path / "t.safetensors")
-    jax_weights.save_model(jax_model, tmp_path / "tj.safetensors", "cnn")
+    jax_weights.save_model(jax_model, tmp_path / "tj.safetensors", WeightsSpec("cnn", "default"))
     back = tcnn.init_model(9)
     torch_weights.load_model(back, tmp_path / "tj.safetensors")
     for key, value in torch_weights.state_dict_from_model(back).items():

@@ -25,6 +25,7 @@ from jax_impl import gan as jgan
 from jax_impl import weights as jax_weights
 from jax_impl.training import CompiledStep
 from shared.hparams import GAN
+from shared.weights import WeightsSpec
 from tests.numpy_reference import numpy_batchnorm, numpy_conv2d, numpy_conv_transpose2d
 from tests.parity import (
     DIRECTIONS,
@@ -426,10 +427,10 @@ def test_weight_files_round_trip_both_ways(tmp_path, batches):
     opt = tgan.make_optimizer(torch_model)
     tgan.train_step(torch_model, opt, *map(torch.from_numpy, batches[0]))
     expected = torch_weights.state_dict_from_model(torch_model)
-    torch_weights.save_model(torch_model, tmp_path / "t.safetensors", "gan")
+    torch_weights.save_model(torch_model, tmp_path / "t.safetensors", WeightsSpec("gan", "default"))
     jax_model = jgan.init_model(5)
     jax_weights.load_model(jax_model, tmp_path / "t.safetensors")
-    jax_weights.save_model(jax_model, tmp_path / "tj.safetensors", "gan")
+    jax_weights.save_model(jax_model, tmp_path / "tj.safetensors", WeightsSpec("gan", "default"))
     back = tgan.init_model(9)
     torch_weights.load_model(back, tmp_path / "tj.safetensors")
     for key, value in torch_weights.state_dict_from_model(back).items():

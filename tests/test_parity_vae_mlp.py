@@ -19,7 +19,7 @@ from jax_impl import weights as jax_weights
 from shared.data import binarize, load_embedded_mnist
 from shared.hparams import VAE_MLP
 from shared.metrics import neg_elbo
-from shared.weights import load_weights
+from shared.weights import WeightsSpec, load_weights
 from tests.numpy_reference import numpy_vae_mlp
 from tests.parity import (
     DIRECTIONS,
@@ -161,9 +161,9 @@ def test_shared_metric_equals_the_loss_without_its_penalty(batches):
 
 def test_weight_files_round_trip_both_ways(tmp_path):
     torch_model, jax_model = tvae.init_model(0), jvae.init_model(5)
-    torch_weights.save_model(torch_model, tmp_path / "t.safetensors", "vae_mlp")
+    torch_weights.save_model(torch_model, tmp_path / "t.safetensors", WeightsSpec("vae_mlp", "default"))
     jax_weights.load_model(jax_model, tmp_path / "t.safetensors")
-    jax_weights.save_model(jax_model, tmp_path / "tj.safetensors", "vae_mlp")
+    jax_weights.save_model(jax_model, tmp_path / "tj.safetensors", WeightsSpec("vae_mlp", "default"))
     back = tvae.init_model(9)
     torch_weights.load_model(back, tmp_path / "tj.safetensors")
     original = torch_weights.state_dict_from_model(torch_model)

@@ -9,7 +9,7 @@ from shared.data import load_embedded_mnist
 from shared.frechet import CLASSIFIER_PATH, Classifier
 from shared.hparams import RNN_PER_NAME
 from shared.names import load_names, one_hot_name
-from shared.weights import load_weights
+from shared.weights import WeightsSpec, load_weights
 from tests.conftest import SHARED_DATA
 from tests.numpy_reference import numpy_rnn_log_probs
 from tests.tolerances import CROSS_FRAMEWORK_METRIC_RTOL
@@ -102,7 +102,7 @@ def assert_same_classifier_as_the_asset(weights) -> None:
 def test_mlp_trained_the_same_way_in_both_frameworks_ends_alike(tmp_path):
     """Same initial weights, same batch order: one epoch in each framework (the README reports the gap)."""
     init = tmp_path / "init.safetensors"
-    save_model(tmlp.init_model(0), init, "mlp")
+    save_model(tmlp.init_model(0), init, WeightsSpec("mlp", "default"))
     runs = {fw: TRAIN[fw](["mlp", "--epochs", "1", "--init", str(init), "--out", str(tmp_path / fw)]) for fw in TRAIN}
     t, j = runs["torch"]["final"], runs["jax"]["final"]
     assert abs(t["test_accuracy"] - j["test_accuracy"]) <= 0.005
