@@ -39,7 +39,7 @@ from benchmarks import report  # noqa: E402
 from shared.errors import UserError, run_cli  # noqa: E402
 from shared.hparams import HPARAMS, label, variants  # noqa: E402
 from shared.machine import cpu_name  # noqa: E402
-from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, write_json  # noqa: E402
+from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, prepare_out_dir, seed_int, write_json  # noqa: E402
 
 SCHEMA_VERSION = 2
 FRAMEWORK_MODES = {"torch": ("torch-eager", "torch-compile"), "jax": ("jax-jit",)}
@@ -79,7 +79,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-time", type=positive_float, default=2.0, help="seconds of timed steps per configuration at most (at least 3 steps a round)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (the first one compiles)")
     p.add_argument("--threads", type=positive_int, default=len(os.sched_getaffinity(0)), help="CPU threads for every configuration")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial weights and batches, 0 to 2^63 - 1")
     p.add_argument("--xla-flags", default=None, metavar='"FLAGS"', help="XLA_FLAGS for the JAX workers (default: the project's, see docs/benchmark.md)")
     p.add_argument("--fit-epochs", type=positive_int, help="--task fit: epochs (default: each architecture's)")
     p.add_argument("--out", type=Path, default=Path("results") / "benchmark", help="output folder")
@@ -168,19 +168,6 @@ def load_results(path: Path, what: str) -> dict:
         if not isinstance(row, dict) or not set(KEY) <= set(row):
             raise UserError(f"{what} {path}: a row without {', '.join(KEY)}")
     return results
-
-
-def prepare_out(out: Path) -> None:
-    """The output folder exists and can be written, checked before anything is measured."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
 def new_results(args, argv: list[str], configs: list[dict]) -> dict:
@@ -497,7 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads > len(os.sched_getaffinity(0)):
         raise UserError(f"--threads {args.threads}: only {len(os.sched_getaffinity(0))} CPUs are available")
     configs = plan(args)
-    prepare_out(args.out)
+    prepare_out_dir(args.out)  # before anything is measured
     results = resumed_results(args, argv, configs) if args.resume else new_results(args, argv, configs)
     measured = {row_key(r) for r in results["rows"]}
     todo = [c for c in configs if row_key(c) not in measured]

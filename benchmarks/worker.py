@@ -150,7 +150,7 @@ class Configuration:
         self.warm, self.timed = to_device(warm), to_device(timed)  # data on the device before timing
         backend.sync([a for b in self.warm + self.timed for a in b])
         self.memory = Memory(cfg["framework"], cfg["device"], backend)  # the baseline: data in, no model yet
-        model = backend.init_model(cfg["seed"], Path(cfg["init"]), **model_kwargs(cfg["arch"], cfg["variant"]))
+        model = backend.init_model(cfg["seed"], Path(cfg["init"]), task.weights_spec(), **model_kwargs(cfg["arch"], cfg["variant"]))
         if cfg["task"] == "train":
             optimizer = backend.make_optimizer(model, cfg["lr"])
             self.fn = backend.compile_step(model, optimizer, task.train_step(backend.arch), cfg["mode"])

@@ -21,6 +21,7 @@ from flax import nnx
 from jax_impl.weights import load_model, save_model
 from shared.errors import UserError
 from shared.machine import cpu_name
+from shared.weights import StateDict, WeightsError, WeightsSpec
 
 MODES = ("jax-jit",)
 
@@ -60,7 +61,7 @@ def eval_view(model: nnx.Module) -> nnx.Module:
     return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
 
 
-def model_from_file(make: Callable[[], nnx.Module], path: Path) -> nnx.Module:
+def model_from_file(make: Callable[[], nnx.Module], path: Path, expected: WeightsSpec | None = None) -> nnx.Module:
     """make() with its parameters and running statistics from the weights file at `path`, as load_model(make(), path) gives.
 
     Eagerly, make() compiles each random initialiser on its own (27 programs
@@ -74,8 +75,17 @@ def model_from_file(make: Callable[[], nnx.Module], path: Path) -> nnx.Module:
         if isinstance(variable, (nnx.Param, nnx.BatchStat)):  # placeholders of the right shape, for the file's checks
             variable.set_value(np.zeros(variable.get_value().shape, variable.get_value().dtype))
     nnx.update(model, nnx.jit(lambda: nnx.state(make(), nnx.RngState))())
-    load_model(model, path)
+    load_model(model, path, expected)
     return model
+
+
+def beyond_weights(model: nnx.Module, optimizer: Any) -> nnx.State:
+    """The state of model and optimizer that a weights file does not hold: the random streams and every optimizer's state."""
+    return nnx.state((model, optimizer), nnx.Not(nnx.Any(nnx.Param, nnx.BatchStat)))
+
+
+def is_key(leaf: jax.Array) -> bool:
+    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
 class CompiledStep:
@@ -148,10 +158,34 @@ class Backend:
         self._jitted: dict[Callable, Callable] = {}
         pin_float32_precision()
 
-    def init_model(self, seed: int, init: Path | None = None, **model_kwargs) -> nnx.Module:
+    def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs) -> nnx.Module:
         make = lambda: self.arch.init_model(seed, **model_kwargs)  # noqa: E731
         with jax.default_device(self.device):
-            return make() if init is None else model_from_file(make, init)
+            return make() if init is None else model_from_file(make, init, expected)
+
+    def seed_dropout(self, seed: int) -> None:
+        """Nothing to do: the dropout keys are the model's (nnx.Rngs), drawn from the seed by init_model."""
+
+    def checkpoint_state(self, model: nnx.Module, optimizer: Any) -> StateDict:
+        """What a checkpoint holds besides the weights: the dropout keys and counters, every optimizer's state (see restore_state)."""
+        leaves = jax.tree_util.tree_flatten_with_path(beyond_weights(model, optimizer))[0]
+        return {jax.tree_util.keystr(path): np.asarray(jax.random.key_data(leaf) if is_key(leaf) else leaf) for path, leaf in leaves}
+
+    def restore_state(self, model: nnx.Module, optimizer: Any, arrays: StateDict, source: str) -> None:
+        """Set the random streams and the optimizers' state from checkpoint_state's arrays."""
+        template = beyond_weights(model, optimizer)
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+        restored = []
+        for path, leaf in leaves:
+            name = jax.tree_util.keystr(path)
+            value = arrays.get(name)
+            stored = jax.random.key_data(leaf) if is_key(leaf) else leaf
+            if value is None or value.shape != stored.shape:
+                raise WeightsError(f"{source}: '{name}' is {'missing' if value is None else f'of shape {value.shape}'}, "
+                                   f"the model and optimizer hold shape {stored.shape}")
+            value = jax.device_put(value.astype(stored.dtype), self.device)
+            restored.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf)) if is_key(leaf) else value)
+        nnx.update((model, optimizer), jax.tree.unflatten(treedef, restored))
 
     def make_optimizer(self, model: nnx.Module, lr: float) -> nnx.Optimizer:
         with jax.default_device(self.device):
@@ -180,8 +214,8 @@ class Backend:
     def sync(self, result: Any = None) -> None:
         jax.block_until_ready(result)
 
-    def save_model(self, model: nnx.Module, path: Path) -> None:
-        save_model(model, path, self.arch_name)
+    def save_model(self, model: nnx.Module, path: Path, spec: WeightsSpec) -> None:
+        save_model(model, path, spec)
 
     def device_name(self) -> str:
         if self.device.platform == "gpu":

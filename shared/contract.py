@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shared.weights import WeightsSpec
+
 Array = Any  # torch.Tensor | jax.Array
 Model = Any  # torch.nn.Module | nnx.Module
 Optimizer = Any  # torch.optim.Optimizer | nnx.Optimizer | a NamedTuple of them
@@ -139,8 +141,11 @@ class Backend(Protocol):
 
     def __init__(self, arch: str, device: str = "auto") -> None: ...
 
-    def init_model(self, seed: int, init: Path | None = None, **model_kwargs: Any) -> Model:
-        """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given."""
+    def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs: Any) -> Model:
+        """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given (its metadata checked against `expected`)."""
+
+    def seed_dropout(self, seed: int) -> None:
+        """Seed whatever draws dropout masks outside the model (torch's global generator) from the run's seed."""
 
     def make_optimizer(self, model: Model, lr: float) -> Optimizer: ...
 
@@ -160,7 +165,14 @@ class Backend(Protocol):
     def sync(self, result: Any = None) -> None:
         """Wait until the device has computed `result` (the benchmark reads the clock after this)."""
 
-    def save_model(self, model: Model, path: Path) -> None: ...
+    def checkpoint_state(self, model: Model, optimizer: Optimizer) -> dict[str, np.ndarray]:
+        """What a checkpoint holds besides the weights file: every optimizer's state and every random state the next step draws from."""
+
+    def restore_state(self, model: Model, optimizer: Optimizer, arrays: dict[str, np.ndarray], source: str) -> None:
+        """The inverse of checkpoint_state, on a new model and optimizer: training continues as if never stopped."""
+
+    def save_model(self, model: Model, path: Path, spec: WeightsSpec) -> None:
+        """The weights file, with `spec` in its metadata."""
 
     def device_name(self) -> str: ...
 

@@ -136,6 +136,7 @@ def load_idx_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.nda
             raise DataError(
                 f"{data_dir}: no MNIST {split} {kind} file (looked for {name}[.gz] "
                 f"in {data_dir}, {data_dir / 'MNIST' / 'raw'} and {data_dir / 'raw'})"
+                + ("; --test-dir names a folder of test files" if split == "test" else "")
             )
     x, y = read_idx_pair(images, labels)
     if len(x) == 0:  # nothing to train on or to score: every metric would be a mean over no examples

@@ -15,6 +15,19 @@ class UserError(Exception):
 
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3  # a training run stopped on a non-finite loss
+
+
+class RunStopped(Exception):
+    """A run that ended early, not by the user's mistake: a signal (exit status 128 + its number) or a non-finite loss (3).
+
+    Its message says what was kept and how to go on; the command-line entry
+    points print it on one line and exit with `status`.
+    """
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def fail(message: str) -> NoReturn:
@@ -28,5 +41,8 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
         main(argv)
     except UserError as e:
         fail(str(e))
+    except RunStopped as e:
+        print(f"error: {e}" if e.status == EXIT_DIVERGED else str(e), file=sys.stderr)
+        raise SystemExit(e.status) from None
     except KeyboardInterrupt:
         fail("interrupted")

@@ -23,6 +23,7 @@ from shared.frechet import class_histogram, sample_quality
 from shared.hparams import EVAL_NOISE_SEED, hparams, label, variants
 from shared.metrics import accuracy, bernoulli_log_likelihood, confusion_matrix, cross_entropy, neg_elbo
 from shared.names import Names, load_names, one_hot_batch, one_hot_name
+from shared.weights import WeightsSpec
 
 EVAL_BATCH = 500
 LENGTH_BUCKET = 8  # RNN batches are padded to a multiple of this many letters
@@ -55,13 +56,20 @@ class Task:
             self.fixed_batch_size = self.hp.batch_size
 
     @classmethod
-    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> Task:
-        """The task on the embedded data, or on the folders the user named."""
-        return cls(load_mnist(data_dir, test_dir), variant)
+    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None, labels: int | None = None) -> Task:
+        """The task on the embedded data, or on the folders the user named; `labels`: --labels."""
+        task = cls(load_mnist(data_dir, test_dir), variant)
+        if labels is not None:
+            task.set_labels(labels)
+        return task
 
     def config(self) -> dict:
         """Settings of the task beyond the hyperparameters, for the metrics file."""
         return {}
+
+    def weights_spec(self) -> WeightsSpec:
+        """What this task's weight files hold, written into each and checked when one is loaded."""
+        return WeightsSpec(self.arch, self.variant)
 
     def train_step(self, arch: ModelModule) -> TrainStep:
         """The function of the architecture module that trains on `train_batch`'s arguments."""
@@ -301,7 +309,7 @@ class AaeTask(Task):
     contract = AaeModule
     labelled_seed = 17  # which training images keep their labels: the same in every run
 
-    def __init__(self, data: Mnist, variant: str | None = None):
+    def __init__(self, data: Mnist, variant: str | None = None, labels: int | None = None):
         super().__init__(variant)
         self.data = data
         self.source = data.source
@@ -316,7 +324,14 @@ class AaeTask(Task):
         self.n_train, self.n_infer = len(self.unlabelled), len(data.test_x)
         self.quality = ("test_error", "min") if self.semisupervised else ("test_bce", "min")
         if self.semisupervised:
-            self.set_labels(self.hp.labels)
+            self.set_labels(labels or self.hp.labels)
+
+    @classmethod
+    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None, labels: int | None = None) -> AaeTask:
+        task = cls(load_mnist(data_dir, test_dir), variant, labels)
+        if labels is not None and not task.semisupervised:
+            task.set_labels(labels)  # the one-line error
+        return task
 
     def set_labels(self, count: int) -> None:
         if not self.semisupervised:
@@ -338,6 +353,9 @@ class AaeTask(Task):
 
     def config(self) -> dict:
         return {"labels": len(self.labelled), "unlabelled": len(self.unlabelled)} if self.semisupervised else {}
+
+    def weights_spec(self) -> WeightsSpec:
+        return WeightsSpec(self.arch, self.variant, {"n_classes": self.hp.n_classes, "z_dim": self.hp.z_dim})
 
     def train_step(self, arch: AaeModule) -> TrainStep:
         steps = {
@@ -508,10 +526,17 @@ class RnnTask(ClassifierTask):
         self._eval_arrays: dict[str, tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
 
     @classmethod
-    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None) -> RnnTask:
+    def load(cls, variant: str | None = None, data_dir: Path | None = None, test_dir: Path | None = None, labels: int | None = None) -> RnnTask:
         if test_dir is not None:
             raise UserError("--test-dir: rnn takes its test split from the names data (--data-dir), not from MNIST files")
-        return cls(load_names(data_dir), variant)
+        task = cls(load_names(data_dir), variant)
+        if labels is not None:
+            task.set_labels(labels)
+        return task
+
+    def weights_spec(self) -> WeightsSpec:
+        """Variant "any": the two forms train one model. The ordered class list: output i is class i, so a file fits only that list."""
+        return WeightsSpec(self.arch, "any", {"classes": list(self.class_names)})
 
     def train_step(self, arch: RnnModule) -> TrainStep:
         return arch.train_step_per_name if self.variant == "per-name" else arch.train_step

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from shared.checkpoint import RESUMED_FLAGS, Progress, read_progress, read_state, weights_path, write_checkpoint
 from shared.contract import Inference
 from shared.data import batch_indices, num_batches
-from shared.errors import UserError
+from shared.errors import EXIT_DIVERGED, RunStopped, UserError
 from shared.hparams import HPARAMS, label, variants
 from shared.tasks import TASKS
+
+MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed (torch up to 2^64 - 1): one range, one run in both
+TIMING_KEYS = ("seconds", "elapsed_s")  # the only fields of an epoch's record that differ between two runs of one seed
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -50,8 +57,16 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed both frameworks accept: 0 to 2^63 - 1."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2^63 - 1 = {MAX_SEED}, got {text}")
     return value
 
 
@@ -66,111 +81,259 @@ def build_parser(framework: str) -> ArgumentParser:
     p.add_argument("--epochs", type=non_negative_int, help="epochs (default: the architecture's); 0 only evaluates")
     p.add_argument("--batch-size", type=positive_int, help="minibatch size (default: the architecture's)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the architecture's)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights, batch order and noise")
-    p.add_argument("--data-dir", type=Path, help="folder of MNIST IDX files (train-*, t10k-*; MNIST/raw layout too); for rnn, of Language.txt files")
-    p.add_argument("--test-dir", type=Path, help="folder whose t10k-* IDX files replace the test split")
+    p.add_argument("--seed", type=seed_int, help="seed of the initial weights, batch order, noise and dropout, 0 to 2^63 - 1 (default 0)")
+    p.add_argument("--data-dir", type=Path,
+                   help="folder of MNIST IDX files (train-*, and t10k-* unless --test-dir; MNIST/raw layout too); for rnn, of Language.txt files")
+    p.add_argument("--test-dir", type=Path, help="folder whose t10k-* IDX files are the test split (then --data-dir needs only train-*)")
     p.add_argument("--labels", type=positive_int, metavar="N",
                    help="aae --variant semisupervised: training images that keep their labels, N/10 per digit (default 100)")
     p.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from this safetensors file")
     p.add_argument("--out", type=Path, help="output folder (default: runs/ARCH-FRAMEWORK)")
+    p.add_argument("--resume", type=Path, metavar="DIR",
+                   help="continue the run in DIR from its last checkpoint (DIR/checkpoint, written after each epoch), "
+                        "bit for bit; its flags are the run's own, --epochs may go further")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     return p
 
 
+def strict_json(obj: Any) -> Any:
+    """obj with every non-finite float as null: JSON has no NaN or infinity (json.dump writes them as bare NaN)."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
+    """Write strict JSON atomically (temporary file + rename)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(strict_json(obj), f, indent=2, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 
 
 def prepare_out_dir(out: Path) -> Path:
+    """The --out folder, created and proven writable before any work is done."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
-        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+        raise UserError(f"--out {out}: cannot write there ({e.strerror})") from None
     return out
+
+
+def absolute(path: Path | None) -> str | None:
+    return None if path is None else str(path.resolve())
+
+
+def apply_resume(args: argparse.Namespace, progress: Progress, framework: str) -> None:
+    """Fill the flags the user left out from the checkpoint's; refuse any that differ (a one-line error naming it)."""
+    where = f"--resume {args.resume}"
+    if progress.framework != framework:
+        raise UserError(f"{where}: a {progress.framework} run; resume it with python -m {progress.framework}_impl.train")
+    if progress.args["arch"] != args.arch:
+        raise UserError(f"{where}: a run of {progress.args['arch']}, not {args.arch}")
+    for flag in RESUMED_FLAGS:
+        given, saved = getattr(args, flag), progress.args[flag]
+        if given is None:
+            setattr(args, flag, Path(saved) if flag in ("data_dir", "test_dir", "init") and saved else saved)
+        elif (absolute(given) if isinstance(given, Path) else given) != saved:
+            name = f"--{flag.replace('_', '-')}"
+            raise UserError(f"{where}: the run was trained with {'no ' + name if saved is None else f'{name} {saved}'}, not {name} {given}")
+    if args.out is not None and absolute(args.out) != absolute(args.resume):
+        raise UserError(f"{where}: a resumed run writes to its own folder; --out {args.out} names another")
+    args.out = args.resume
+    if args.epochs is None:
+        args.epochs = progress.args["epochs"]
+    elif args.epochs < progress.epoch:
+        raise UserError(f"{where}: the run has reached epoch {progress.epoch}; --epochs {args.epochs} is behind it")
+
+
+def check_same_data(where: str, saved: dict, config: dict, keys: list[str]) -> None:
+    for key in keys:
+        if saved.get(key) != config.get(key):
+            raise UserError(f"{where}: the run's {key} was {saved.get(key)!r}, now it is {config.get(key)!r}")
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the run to stop after the current step (`signum` set); a second one stops it at once."""
+
+    def __enter__(self) -> StopSignals:
+        self.signum: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+class StepStop(Exception):
+    """Raised by run_epoch: a signal arrived (`signum`) or a loss was not finite (`losses`), at step `step` of the epoch."""
+
+    def __init__(self, step: int, signum: int | None = None, losses: np.ndarray | None = None):
+        self.step, self.signum, self.losses = step, signum, losses
 
 
 def train_main(argv: list[str] | None, backend_cls) -> dict:
     began = time.perf_counter()
-    args = build_parser(backend_cls.framework).parse_args(argv)
+    framework = backend_cls.framework
+    args = build_parser(framework).parse_args(argv)
+    progress = read_progress(args.resume) if args.resume else None
+    if progress is not None:
+        apply_resume(args, progress, framework)
     if args.variant is not None and args.variant not in variants(args.arch):
         raise UserError(f"--variant {args.variant}: {args.arch} has {', '.join(variants(args.arch))}")
-    task = TASKS[args.arch].load(args.variant, args.data_dir, args.test_dir)
-    if args.labels is not None:
-        task.set_labels(args.labels)
+    task = TASKS[args.arch].load(args.variant, args.data_dir, args.test_dir, args.labels)
     hp = task.hp
     epochs = hp.epochs if args.epochs is None else args.epochs
     batch_size = args.batch_size or hp.batch_size
-    if task.fixed_batch_size and batch_size != task.fixed_batch_size:
-        raise UserError(f"--batch-size {batch_size}: {args.arch} --variant {task.variant} takes {task.fixed_batch_size} example per step")
+    seed = args.seed or 0
+    check_batch_size(task, args.arch, batch_size, epochs)
     lr = args.lr or hp.lr
-    if epochs and num_batches(task.n_train, batch_size) == 0:
-        raise UserError(f"--batch-size {batch_size} is larger than the {task.n_train} training examples")
     run_name = label(args.arch, task.variant).replace("/", "-")
-    out = prepare_out_dir(args.out or Path("runs") / f"{run_name}-{backend_cls.framework}")
+    out = prepare_out_dir(args.out or Path("runs") / f"{run_name}-{framework}")
 
     backend = backend_cls(args.arch, args.device)
-    model = backend.init_model(args.seed, args.init, **task.model_kwargs)
+    spec = task.weights_spec()
+    start_from = weights_path(out) if progress else args.init
+    model = backend.init_model(seed, start_from, expected=spec, **task.model_kwargs)
+    backend.seed_dropout(seed)
     inference = Inference(backend, model)
     config = {
-        "arch": args.arch, "variant": task.variant, "framework": backend.framework, "device": backend.device_name(),
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": args.seed,
-        "data": task.source, "init": str(args.init) if args.init else None,
+        "arch": args.arch, "variant": task.variant, "framework": framework, "device": backend.device_name(),
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "data": task.source, "examples": {"train": task.n_train, "test": task.n_infer}, "init": str(args.init) if args.init else None,
         **task.config(),
         "versions": backend.versions(),
     }
-    print(f"{label(args.arch, task.variant)} in {backend.framework} on {config['device']}: {config['data']}", file=sys.stderr)
+    flags = {"arch": args.arch, "epochs": epochs, "variant": task.variant, "batch_size": batch_size, "lr": lr, "seed": seed,
+             "labels": task.config().get("labels"), "data_dir": absolute(args.data_dir), "test_dir": absolute(args.test_dir),
+             "init": absolute(args.init)}
+    if progress is not None:
+        check_same_data(f"--resume {args.resume}", progress.config, config, ["data", "examples", *task.config()])
+    title = f"{label(args.arch, task.variant)}, {framework}"
+    resumed = f", resumed after epoch {progress.epoch}" if progress else ""
+    print(f"{label(args.arch, task.variant)} in {framework} on {config['device']}: {config['data']}{resumed}", file=sys.stderr)
 
-    history = []
-    if epochs:
-        optimizer = backend.make_optimizer(model, lr)
-        step = backend.compile_step(model, optimizer, task.train_step(backend.arch))
-        steps_per_epoch = num_batches(task.n_train, batch_size)
-        for epoch in range(1, epochs + 1):
+    history = list(progress.history) if progress else []
+    first = progress.epoch + 1 if progress else 1
+    if first > epochs:  # nothing to train (--epochs 0, or a finished run resumed): evaluate and write
+        final = history[-1] if history else {"epoch": 0, **task.evaluate(inference)}
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+        return write_outputs(out, backend, model, spec, task, inference, config, history, final, f"{title}, {len(history)} epochs")
+
+    optimizer = backend.make_optimizer(model, lr)
+    if progress is not None:
+        backend.restore_state(model, optimizer, read_state(out), str(weights_path(out).parent))
+    step = backend.compile_step(model, optimizer, task.train_step(backend.arch))
+    steps_per_epoch = num_batches(task.n_train, batch_size)
+    with StopSignals() as signals:
+        for epoch in range(first, epochs + 1):
             start = time.perf_counter()
-            train_losses = run_epoch(task, step, backend, args.seed, epoch, batch_size, steps_per_epoch, epochs)
+            try:
+                train_losses = run_epoch(task, step, backend, seed, epoch, batch_size, steps_per_epoch, epochs, signals)
+            except StepStop as stop:
+                raise stopped(stop, framework, args.arch, out, epoch, steps_per_epoch, history) from None
             step.write_back()
             record = {"epoch": epoch, **train_losses, **task.evaluate(inference)}
             record["seconds"] = round(time.perf_counter() - start, 3)
-            record["elapsed_s"] = round(time.perf_counter() - began, 3)  # since the command began (data, model, compilation)
+            record["elapsed_s"] = round(time.perf_counter() - began, 3)  # since this command began (data, model, compilation)
             history.append(record)
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-    final = {**(history[-1] if history else task.evaluate(inference))}
-    final.pop("seconds", None)
-    final.pop("elapsed_s", None)
-    if not history:
-        print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
-
-    backend.save_model(model, out / "weights.safetensors")
-    pictures = task.save_pictures(out, inference, f"{label(args.arch, task.variant)}, {backend.framework}, {epochs} epochs")
-    metrics = {"config": config, "epochs": history, "final": final}
-    write_json(out / "metrics.json", metrics)
-    print(f"wrote {out / 'metrics.json'}, {out / 'weights.safetensors'}, " + ", ".join(str(p) for p in pictures))
+            write_checkpoint(out, Progress(framework, epoch, flags, config, history),
+                             lambda path: backend.save_model(model, path, spec), backend.checkpoint_state(model, optimizer))
+            metrics = write_outputs(out, backend, model, spec, task, inference, config, history, record, f"{title}, {epoch} epochs")
+            if signals.signum is not None and epoch < epochs:  # arrived while evaluating or writing
+                raise stopped(StepStop(0, signals.signum), framework, args.arch, out, epoch + 1, steps_per_epoch, history)
+    print(f"wrote {out / 'metrics.json'}, {out / 'weights.safetensors'}, {out / 'checkpoint'} and the pictures")
     return metrics
 
 
-def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total: int, epochs: int) -> dict[str, float]:
+def check_batch_size(task, arch: str, batch_size: int, epochs: int) -> None:
+    """One-line errors for a batch size the model cannot train with."""
+    if task.fixed_batch_size and batch_size != task.fixed_batch_size:
+        raise UserError(f"--batch-size {batch_size}: {arch} --variant {task.variant} takes {task.fixed_batch_size} example per step")
+    if batch_size < task.min_train_batch:
+        raise UserError(f"--batch-size {batch_size}: {arch} trains on at least {task.min_train_batch} examples per step "
+                        "(BatchNorm normalises over the batch)")
+    if epochs and num_batches(task.n_train, batch_size) == 0:
+        raise UserError(f"--batch-size {batch_size} is larger than the {task.n_train} training examples")
+
+
+def stopped(stop: StepStop, framework: str, arch: str, out: Path, epoch: int, steps: int, history: list) -> RunStopped:
+    """The one-line message and exit status of a run that stopped early; the last complete epoch's checkpoint stays."""
+    at = f"epoch {epoch}, step {stop.step} of {steps}" if stop.step else f"the end of epoch {epoch - 1}"
+    if history:
+        kept = f"the checkpoint of epoch {history[-1]['epoch']} is in {out / 'checkpoint'}"
+        hint = f"; resume with: python -m {framework}_impl.train {arch} --resume {out}"
+    else:
+        kept, hint = "no epoch was complete, nothing was written", ""
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        return RunStopped(f"stopped by {name} at {at}; {kept}{hint}", 128 + stop.signum)
+    losses = " ".join(f"{v:g}" for v in np.atleast_1d(stop.losses))
+    return RunStopped(f"the training loss is not finite at {at} (loss {losses}); {kept} (try a smaller --lr)", EXIT_DIVERGED)
+
+
+def write_outputs(out: Path, backend, model, spec, task, inference, config: dict, history: list, last: dict, title: str) -> dict:
+    """The run folder as a user reads it, after every epoch: weights, pictures, metrics.json (strict JSON) last."""
+    backend.save_model(model, out / "weights.safetensors", spec)
+    task.save_pictures(out, inference, title)
+    final = {k: v for k, v in last.items() if k not in TIMING_KEYS}
+    metrics = {"config": config, "epochs": history, "final": final, "finished": final["epoch"] == config["epochs"]}
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total: int, epochs: int, signals: StopSignals) -> dict[str, float]:
     """One pass over the training set; returns the mean training loss (each of them, for a step with several).
 
     A step returns one loss, or a vector of `task.loss_names` (the GAN: the
     discriminator's and the generator's): {"train_loss": ...} or {"train_d_loss": ..., ...}.
+    Each loss is checked once the next step is queued (so that the device
+    never waits on the host); StepStop on a non-finite one, or on a signal.
     """
     noise_rng = np.random.default_rng([seed, epoch, 1])
-    losses = []
+    losses: list[np.ndarray] = []
+    pending = None
     bar = tqdm(
         batch_indices(task.n_train, batch_size, seed, epoch), total=total,
         desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=0.5, file=sys.stderr,
     )
-    for i, idx in enumerate(bar):
-        losses.append(step(*map(backend.to_device, task.train_batch(idx, noise_rng))))
-        if i % 20 == 0:
-            bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in np.atleast_1d(backend.to_numpy(losses[-1]))))
-    means = np.mean([np.atleast_1d(backend.to_numpy(loss)) for loss in losses], axis=0, dtype=np.float64)
+    for i, idx in enumerate(bar, start=1):
+        loss = step(*map(backend.to_device, task.train_batch(idx, noise_rng)))
+        if pending is not None:
+            check_finite(losses, backend.to_numpy(pending), i - 1)
+        pending = loss
+        if signals.signum is not None:
+            raise StepStop(i, signum=signals.signum)
+        if i % 20 == 1 and losses:
+            bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in losses[-1]))
+    check_finite(losses, backend.to_numpy(pending), total)
+    means = np.mean(losses, axis=0, dtype=np.float64)
     names = ["train_loss"] if len(means) == 1 else [f"train_{name}" for name in task.loss_names]
     return dict(zip(names, map(float, means), strict=True))
+
+
+def check_finite(losses: list[np.ndarray], loss: np.ndarray, step: int) -> None:
+    """Append the step's loss(es), or raise StepStop if one is NaN or infinite."""
+    loss = np.atleast_1d(loss)
+    if not np.isfinite(loss).all():
+        raise StepStop(step, losses=loss)
+    losses.append(loss)

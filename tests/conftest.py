@@ -73,3 +73,17 @@ def mnist_test_dir() -> Path:
     if not (path / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"{path}: the official MNIST test files are missing (they come with ../shared/data)")
     return path
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """An existing folder this process cannot create files in: mode 0o555, or, for root (whom modes do not stop), /sys."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            os.close(os.open(candidate / ".probe", os.O_CREAT | os.O_WRONLY, 0o600))
+            (candidate / ".probe").unlink()
+        except OSError:
+            return candidate
+    pytest.skip("no folder here refuses writes to this process (root on a system without a read-only /sys)")

@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks import report
 from benchmarks.compare import COLUMNS, build_parser, plan
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, unwritable_folder
 
 MLP_LAYERS = [(784, 500), (500, 200), (200, 100), (100, 10)]
 MLP_PARAMETERS = sum(i * o + o for i, o in MLP_LAYERS)  # 513,810
@@ -290,6 +290,9 @@ def test_the_per_name_warm_up_compiles_every_name_length():
         (["--arch", "cnn", "--batch-size", "1", "64"], ["--batch-size 1", "cnn trains on batches of 2 or more"]),
         (["--task", "predict"], ["--task", "predict"]),
         (["--threads", "99"], ["--threads 99"]),
+        (["--seed", "-1"], ["--seed", "from 0 to 2^63 - 1", "got -1"]),
+        (["--seed", str(2**63)], ["--seed", "from 0 to 2^63 - 1"]),
+        (["--seed", str(2**64)], ["--seed", "from 0 to 2^63 - 1"]),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, words, tmp_path):
@@ -300,6 +303,8 @@ def test_an_unwritable_out_is_a_one_line_error_before_anything_runs(tmp_path):
     (tmp_path / "file").write_text("")
     one_line_error(compare("--arch", "mlp", "--out", str(tmp_path / "file"), timeout=120), "--out", "not a folder")
     one_line_error(compare("--arch", "mlp", "--out", str(tmp_path / "file" / "under"), timeout=120), "--out", "cannot write")
+    locked = unwritable_folder(tmp_path)
+    one_line_error(compare("--arch", "mlp", "--out", str(locked), timeout=120), "--out", "cannot write there")
 
 
 def test_gpu_without_a_gpu_is_a_one_line_error(tmp_path):

@@ -17,9 +17,11 @@ import torch
 
 from shared.errors import UserError
 from shared.machine import cpu_name
+from shared.weights import StateDict, WeightsError, WeightsSpec
 from torch_impl.weights import load_model, save_model
 
 MODES = ("torch-eager", "torch-compile")
+DROPOUT_STREAM = 2  # the run's seed and this give the dropout generator's seed (the init draws from the seed itself)
 
 
 def pin_float32_precision() -> None:
@@ -68,6 +70,13 @@ def compiled(fn: Callable, mode: str) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
+def optimizers_of(optimizer: Any) -> dict[str, torch.optim.Optimizer]:
+    """An architecture's optimizer, or its NamedTuple of them (the GAN's, the AAE's), by name; unused ones (None) left out."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return {"optimizer": optimizer}
+    return {name: o for name, o in optimizer._asdict().items() if o is not None}
+
+
 class CompiledStep:
     """A train step (model, optimizer, *batch) bound to its model and optimizer, eager or torch.compile'd."""
 
@@ -109,11 +118,41 @@ class Backend:
         self.device = select_device(device)
         pin_float32_precision()
 
-    def init_model(self, seed: int, init: Path | None = None, **model_kwargs) -> torch.nn.Module:
+    def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs) -> torch.nn.Module:
         model = self.arch.init_model(seed, **model_kwargs).to(self.device)
         if init is not None:
-            load_model(model, init)
+            load_model(model, init, expected)
         return model
+
+    def seed_dropout(self, seed: int) -> None:
+        """Seed torch's global generator, which nn.Dropout draws its masks from, from the run's seed."""
+        torch.manual_seed(int(np.random.SeedSequence([seed, DROPOUT_STREAM]).generate_state(1, np.uint64)[0]))
+
+    def checkpoint_state(self, model: torch.nn.Module, optimizer: Any) -> StateDict:
+        """What a checkpoint holds besides the weights: every optimizer's state and the generator's (see restore_state)."""
+        arrays = {}
+        for name, opt in optimizers_of(optimizer).items():
+            for index, state in opt.state_dict()["state"].items():
+                arrays.update({f"{name}.{index}.{key}": to_numpy(value) for key, value in state.items()})
+        arrays["rng.cpu"] = torch.get_rng_state().numpy()
+        if self.device.type == "cuda":
+            arrays["rng.cuda"] = torch.cuda.get_rng_state(self.device).numpy()
+        return arrays
+
+    def restore_state(self, model: torch.nn.Module, optimizer: Any, arrays: StateDict, source: str) -> None:
+        """Set the optimizers' and the generator's state from checkpoint_state's arrays."""
+        for name, opt in optimizers_of(optimizer).items():
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in arrays.items():
+                if key.startswith(f"{name}."):
+                    index, field = key.removeprefix(f"{name}.").split(".", 1)
+                    state.setdefault(int(index), {})[field] = torch.from_numpy(value.copy())
+            opt.load_state_dict({**opt.state_dict(), "state": state})  # parameters without a gradient yet have no state
+        if "rng.cpu" not in arrays:
+            raise WeightsError(f"{source}: no 'rng.cpu' (torch's generator state)")
+        torch.set_rng_state(torch.from_numpy(arrays["rng.cpu"].copy()))
+        if self.device.type == "cuda" and "rng.cuda" in arrays:
+            torch.cuda.set_rng_state(torch.from_numpy(arrays["rng.cuda"].copy()), self.device)
 
     def make_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return self.arch.make_optimizer(model, lr)
@@ -138,8 +177,8 @@ class Backend:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def save_model(self, model: torch.nn.Module, path: Path) -> None:
-        save_model(model, path, self.arch_name)
+    def save_model(self, model: torch.nn.Module, path: Path, spec: WeightsSpec) -> None:
+        save_model(model, path, spec)
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
