@@ -10,7 +10,7 @@
 The folder is written as `RUN/.checkpoint-XXXX` and renamed into place; the
 one it replaces is first renamed to `RUN/.checkpoint-old`, then removed, so
 that at every instant one complete checkpoint exists under one of the two
-names (read_checkpoint looks at both).
+names (read_progress looks at both).
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def write_checkpoint(run_dir: Path, progress: Progress, save_weights_to, state: 
         if final.exists():
             final.rename(old)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        for stale in run_dir.glob(".checkpoint-*"):  # this one's predecessor, and any a killed run left half-written
+            shutil.rmtree(stale, ignore_errors=True)
         return final
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,7 @@
 """User-facing errors: one line that names the file, key or flag, exit status 2."""
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -44,5 +45,6 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
     except RunStopped as e:
         print(f"error: {e}" if e.status == EXIT_DIVERGED else str(e), file=sys.stderr)
         raise SystemExit(e.status) from None
-    except KeyboardInterrupt:
-        fail("interrupted")
+    except KeyboardInterrupt:  # outside a training loop, or a second Ctrl-C inside one
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None

@@ -87,3 +87,8 @@ def unwritable_folder(tmp_path: Path) -> Path:
         except OSError:
             return candidate
     pytest.skip("no folder here refuses writes to this process (root on a system without a read-only /sys)")
+
+
+def slow_for(values, slow) -> list:
+    """`values` for pytest.mark.parametrize, those in `slow` behind the slow marker (the default suite keeps the others)."""
+    return [pytest.param(v, marks=pytest.mark.slow) if v in slow else v for v in values]

@@ -87,8 +87,9 @@ def signal_during_evaluation(monkeypatch, arch: str, signum: int, at_call: int) 
     monkeypatch.setattr(task_cls, "evaluate", evaluate)
 
 
-@pytest.mark.parametrize("framework", ["torch", "jax"])
-@pytest.mark.parametrize("arch", list(KINDS))
+@pytest.mark.parametrize(("framework", "arch"), [  # one per framework in the default suite, all in the slow one
+    ("torch", "gan"), ("jax", "vae_mlp"), *[pytest.param(f, a, marks=pytest.mark.slow)
+                                           for f in ("torch", "jax") for a in KINDS if (f, a) not in {("torch", "gan"), ("jax", "vae_mlp")}]])
 def test_interrupted_run_resumed_equals_uninterrupted(framework, arch, small_mnist, tmp_path, monkeypatch, capsys):
     train, argv = TRAIN[framework], [arch, *KINDS[arch], "--data-dir", str(small_mnist), *SHORT]
     train([*argv, "--out", str(tmp_path / "whole")])
@@ -124,6 +125,8 @@ def test_resume_can_go_further_and_refuses_other_settings(framework, small_mnist
         ("--epochs", "1"): "has reached epoch 2; --epochs 1 is behind it",
         ("--data-dir", str(tmp_path)): "trained with --data-dir ",
         ("--test-dir", str(tmp_path)): "trained with no --test-dir, not --test-dir ",
+        ("--variant", "conv"): "trained with --variant default, not --variant conv",
+        ("--labels", "10"): "trained with no --labels, not --labels 10",
         ("--out", str(tmp_path / "elsewhere")): "writes to its own folder",
     }
     for flag, message in refused.items():
@@ -201,7 +204,7 @@ def run_command(framework: str, args: list[str], **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-@pytest.mark.parametrize(("framework", "signum"), [("torch", signal.SIGTERM), ("jax", signal.SIGINT)])
+@pytest.mark.parametrize(("framework", "signum"), [("torch", signal.SIGTERM), pytest.param("jax", signal.SIGINT, marks=pytest.mark.slow)])
 def test_signal_mid_run_stops_cleanly_and_resumes(framework, signum, tmp_path):
     """A real signal to the command mid-run: status 128 + signal, a one-line hint, and the resumed run equals a whole one."""
     argv = ["mlp", "--batch-size", "16", "--epochs", "3"]  # 250 steps an epoch of the embedded subset
@@ -227,6 +230,7 @@ def test_signal_mid_run_stops_cleanly_and_resumes(framework, signum, tmp_path):
 DROPOUT = {"cnn": [], "aae": ["--variant", "unsupervised"]}  # the architectures with dropout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_one_seed_gives_one_run_in_separate_processes(framework, small_mnist, tmp_path):
     """Same seed, same machine, same framework: the same metrics and weights, bit for bit (dropout included)."""
@@ -262,3 +266,16 @@ def test_the_seed_draws_the_dropout_masks(framework, tmp_path):
     first, again, other = (train_mode_logits(framework, seed, tmp_path / "w.safetensors", x) for seed in (5, 5, 6))
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 0.1  # half of the 128 hidden units dropped differently
+
+
+def test_a_write_cut_between_its_renames_resumes_from_the_previous_checkpoint(small_mnist, tmp_path):
+    """Killed between renaming the old checkpoint away and the new one in: the old one is used, the leftovers cleared."""
+    argv = ["mlp", "--data-dir", str(small_mnist), "--batch-size", "40"]
+    torch_train([*argv, "--epochs", "1", "--out", str(tmp_path / "cut")])
+    (tmp_path / "cut" / "checkpoint").rename(tmp_path / "cut" / ".checkpoint-old")
+    (tmp_path / "cut" / ".checkpoint-k3j2").mkdir()  # a temporary folder a killed write left
+    (tmp_path / "cut" / ".checkpoint-k3j2" / "weights.safetensors").write_bytes(b"half")
+    torch_train(["mlp", "--resume", str(tmp_path / "cut"), "--epochs", "2"])
+    torch_train([*argv, "--epochs", "2", "--out", str(tmp_path / "whole")])
+    assert_same_run(tmp_path / "whole", tmp_path / "cut")
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir() if "checkpoint" in p.name) == ["checkpoint"]

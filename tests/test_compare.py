@@ -200,6 +200,7 @@ def test_diff_of_what_is_not_a_results_file_is_a_one_line_error(sweep, tmp_path)
     one_line_error(compare("--diff", str(good), str(tmp_path / "list.json")), "list.json", "schema_version")
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_keeps_its_rows_and_resume_measures_the_rest(tmp_path):
     args = ["--arch", "mlp", "--framework", "torch", "--mode", "torch-eager", "--task", "infer", "--batch-size", "8", "64", "512",
             "--repeats", "1", "--steps", "3", "--out", str(tmp_path)]
@@ -220,6 +221,7 @@ def test_an_interrupted_run_keeps_its_rows_and_resume_measures_the_rest(tmp_path
 
 
 # ---------------------------------------------------------------- other runs
+@pytest.mark.slow
 def test_torch_compile_rows_report_their_compile_time_apart(tmp_path):
     results, _ = run_compare(tmp_path, "--arch", "vae_mlp", "--framework", "torch", "--repeats", "2", "--steps", "6", "--warmup", "2")
     eager, compiled = (row(results, "train", m, 100) for m in ("torch-eager", "torch-compile"))

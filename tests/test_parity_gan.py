@@ -330,7 +330,7 @@ def _parameters(state_dict: dict[str, np.ndarray], network: str) -> list[str]:
 
 @pytest.mark.parametrize("network", ["discriminator", "generator"])
 def test_each_step_updates_its_network_and_the_same_running_statistics(models, batches, network):
-    """One discriminator_step, or one generator_step, from the same weights (eager in both frameworks).
+    """One discriminator_step, or one generator_step, from the same weights (JAX's compiled, as training runs it).
 
     The loss and the running statistics (which the step's forward passes
     update, the other network's included) agree to the forward tolerances;
@@ -343,11 +343,11 @@ def test_each_step_updates_its_network_and_the_same_running_statistics(models, b
     before = torch_weights.state_dict_from_model(torch_model)
     if network == "discriminator":
         t_loss = tgan.discriminator_step(torch_model, t_opt, torch.from_numpy(x), torch.from_numpy(z_d))
-        j_loss = jgan.discriminator_step(jax_model, j_opt, jnp.asarray(x), jnp.asarray(z_d))
+        j_loss = nnx.jit(jgan.discriminator_step)(jax_model, j_opt, jnp.asarray(x), jnp.asarray(z_d))
         counters = {G_COUNTERS[0]: 1, D_COUNTERS[0]: 2}
     else:
         t_loss = tgan.generator_step(torch_model, t_opt, torch.from_numpy(z_g))
-        j_loss = jgan.generator_step(jax_model, j_opt, jnp.asarray(z_g))
+        j_loss = nnx.jit(jgan.generator_step)(jax_model, j_opt, jnp.asarray(z_g))
         counters = {G_COUNTERS[0]: 1, D_COUNTERS[0]: 1}
         assert all(p.grad is None for p in torch_model.discriminator.parameters()), "the G step computed D's gradients"
     assert_close(float(j_loss), float(t_loss), LOSS_RTOL, f"{network} step loss")

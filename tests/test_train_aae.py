@@ -13,7 +13,7 @@ from jax_impl.train import main as jax_train
 from shared.data import load_embedded_mnist
 from shared.tasks import TASKS
 from shared.weights import load_weights
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, slow_for
 from torch_impl import aae as taae
 from torch_impl.train import main as torch_train
 from torch_impl.weights import load_model
@@ -59,7 +59,7 @@ def torch_test_metrics(weights, variant: str) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("framework", TRAIN)
+@pytest.mark.parametrize("framework", slow_for(TRAIN, {"jax"}))  # JAX's semi-supervised steps: tests/test_parity_aae.py
 def test_each_variant_trains_and_draws_its_pictures(framework, variant, tmp_path):
     metrics = TRAIN[framework](["aae", "--variant", variant, "--epochs", "1", "--out", str(tmp_path)])
     (last,) = metrics["epochs"]

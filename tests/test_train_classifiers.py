@@ -10,7 +10,7 @@ from shared.frechet import CLASSIFIER_PATH, Classifier
 from shared.hparams import RNN_PER_NAME
 from shared.names import load_names, one_hot_name
 from shared.weights import WeightsSpec, load_weights
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, slow_for
 from tests.numpy_reference import numpy_rnn_log_probs
 from tests.tolerances import CROSS_FRAMEWORK_METRIC_RTOL
 from torch_impl import mlp as tmlp
@@ -39,8 +39,8 @@ def small_names_dir(names_dir, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("variant", ["batched", "per-name"])
-@pytest.mark.parametrize("framework", TRAIN)
+@pytest.mark.parametrize(("framework", "variant"), [("torch", "batched"), ("jax", "batched"), ("torch", "per-name"),
+                                                    pytest.param("jax", "per-name", marks=pytest.mark.slow)])
 def test_rnn_trains_in_both_forms_and_writes_its_outputs(framework, variant, small_names_dir, tmp_path):
     metrics = TRAIN[framework](["rnn", "--variant", variant, "--epochs", "2", "--data-dir", str(small_names_dir), "--out", str(tmp_path)])
     assert metrics["config"]["variant"] == variant and metrics["config"]["batch_size"] == (1 if variant == "per-name" else 64)
@@ -58,6 +58,7 @@ def test_rnn_trains_in_both_forms_and_writes_its_outputs(framework, variant, sma
     assert (tmp_path / "confusion.png").read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", TRAIN)
 def test_rnn_batched_learns_the_classic_names(framework, names_dir, tmp_path):
     """5 epochs of the batched form; the default 20 are in the slow test below."""
@@ -75,7 +76,7 @@ def test_rnn_default_training_on_the_classic_names(framework, names_dir, tmp_pat
     assert metrics["final"]["test_accuracy"] > 0.68
 
 
-@pytest.mark.parametrize("framework", TRAIN)
+@pytest.mark.parametrize("framework", slow_for(TRAIN, {"jax"}))
 def test_mlp_default_training_reaches_93_percent(framework, tmp_path):
     metrics = TRAIN[framework](["mlp", "--out", str(tmp_path)])
     assert metrics["final"]["test_accuracy"] >= 0.93
@@ -119,7 +120,7 @@ def test_a_classifier_scores_the_same_in_the_other_framework(framework, tmp_path
     assert theirs["test_loss"] == pytest.approx(own["test_loss"], rel=CROSS_FRAMEWORK_METRIC_RTOL)
 
 
-@pytest.mark.parametrize("framework", TRAIN)
+@pytest.mark.parametrize("framework", slow_for(TRAIN, {"jax"}))
 def test_cnn_learns_in_one_epoch(framework, tmp_path):
     """40 Adam steps, BatchNorm and dropout on, take the test accuracy from chance (10%) past 50%.
 

@@ -18,6 +18,7 @@ from shared.data import load_embedded_mnist
 from shared.frechet import CLASSIFIER_PATH
 from shared.tasks import TASKS
 from shared.weights import load_weights
+from tests.conftest import slow_for
 from torch_impl import gan as tgan
 from torch_impl import mlp as tmlp
 from torch_impl.train import main as torch_train
@@ -70,7 +71,7 @@ def gan_init(tmp_path_factory):
     return out / "weights.safetensors", final
 
 
-@pytest.mark.parametrize("framework", TRAIN)
+@pytest.mark.parametrize("framework", slow_for(TRAIN, {"jax"}))
 def test_gan_trains_and_reports_its_sample_quality(framework, gan_init, tmp_path):
     init, initial = gan_init
     (record,) = TRAIN[framework](["gan", "--epochs", "1", "--init", str(init), "--out", str(tmp_path)])["epochs"]

@@ -9,6 +9,7 @@ import pytest
 from jax_impl.train import main as jax_train
 from shared.tasks import TASKS
 from shared.weights import load_weights
+from tests.conftest import slow_for
 from tests.numpy_reference import numpy_neg_elbo, numpy_vae_mlp
 from tests.tolerances import CROSS_FRAMEWORK_METRIC_RTOL
 from torch_impl.train import main as torch_train
@@ -78,7 +79,7 @@ def test_evaluation_on_the_official_test_set(mnist_test_dir, trained, tmp_path):
     assert 100 < metrics["final"]["test_neg_elbo"] < 544
 
 
-@pytest.mark.parametrize("framework", TRAIN)
+@pytest.mark.parametrize("framework", slow_for(TRAIN, {"jax"}))
 def test_default_training_reaches_a_good_elbo(framework, tmp_path):
     """The default 20 epochs on the embedded split (5 s each): measured 140.2 (torch) and 140.8 (jax) nats."""
     metrics = TRAIN[framework](["vae_mlp", "--out", str(tmp_path)])
