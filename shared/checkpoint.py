@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import UserError
-from shared.weights import FORMAT, FORMAT_VERSION, StateDict, WeightsError, load_weights, save_weights
+from shared.weights import FORMAT, FORMAT_VERSION, StateDict, WeightsError, load_weights, save_weights, umasked
 
 FOLDER, OLD = "checkpoint", ".checkpoint-old"
 WEIGHTS, STATE, PROGRESS = "weights.safetensors", "state.safetensors", "progress.json"
@@ -44,6 +44,7 @@ def write_checkpoint(run_dir: Path, progress: Progress, save_weights_to, state: 
     """Write RUN/checkpoint/ atomically; `save_weights_to(path)` writes the model's weights file."""
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
     try:
+        tmp.chmod(umasked(0o777))
         save_weights_to(tmp / WEIGHTS)
         save_weights(tmp / STATE, state, {"format": FORMAT, "format_version": str(FORMAT_VERSION), "framework": progress.framework})
         (tmp / PROGRESS).write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **progress.__dict__}, indent=1) + "\n")

@@ -52,6 +52,13 @@ class WeightsError(UserError):
     """A weight file is missing, unreadable, or does not fit the model."""
 
 
+def umasked(mode: int) -> int:
+    """`mode` as the user's umask leaves it: what open() would give, where mkstemp/mkdtemp give 0o600/0o700."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def save_weights(path: str | Path, state_dict: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file atomically (temporary file + rename)."""
     path = Path(path)
@@ -62,6 +69,7 @@ def save_weights(path: str | Path, state_dict: Mapping[str, np.ndarray], metadat
     os.close(fd)
     try:
         save_file(arrays, tmp, metadata=metadata)
+        os.chmod(tmp, umasked(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -279,3 +279,33 @@ def test_a_write_cut_between_its_renames_resumes_from_the_previous_checkpoint(sm
     torch_train([*argv, "--epochs", "2", "--out", str(tmp_path / "whole")])
     assert_same_run(tmp_path / "whole", tmp_path / "cut")
     assert sorted(p.name for p in (tmp_path / "cut").iterdir() if "checkpoint" in p.name) == ["checkpoint"]
+
+
+def test_pictures_take_at_most_a_tenth_of_the_run(monkeypatch):
+    """0.5 s epochs, 1 s pictures: drawn after epoch 1, again once 10% of the time allows (epoch 18, at 10 s), and after the last."""
+    from shared import trainer
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: clock[0])
+    schedule, drawn = trainer.PictureSchedule(began=0.0), []
+    for epoch in range(1, 21):
+        clock[0] += 0.5
+
+        def draw(epoch=epoch):
+            drawn.append(epoch)
+            clock[0] += 1.0
+
+        schedule.draw(draw, last=epoch == 20)
+    assert drawn == [1, 18, 20]
+
+
+def test_files_get_the_users_umask_not_mkstemps_private_mode(small_mnist, tmp_path):
+    """Written through temporary files (mkstemp: 0o600, mkdtemp: 0o700), yet readable as any file the user writes."""
+    old = os.umask(0o022)
+    try:
+        torch_train(["mlp", "--data-dir", str(small_mnist), "--batch-size", "40", "--epochs", "1", "--out", str(tmp_path)])
+    finally:
+        os.umask(old)
+    for name in ("metrics.json", "weights.safetensors", "checkpoint/state.safetensors", "checkpoint/progress.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert (tmp_path / "checkpoint").stat().st_mode & 0o777 == 0o755
