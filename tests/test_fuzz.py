@@ -475,7 +475,8 @@ def edited_headers(draw: st.DrawFn, header: dict) -> bytes:
         elif edit == "remove":
             header.pop(key)
         elif edit == "add":  # an empty tensor of any shape at the end, or anything at all
-            end = max((v["data_offsets"][1] for v in header.values() if isinstance(v, dict) and "data_offsets" in v), default=0)
+            offsets = [v.get("data_offsets") for v in header.values() if isinstance(v, dict)]  # a first edit may have made them anything
+            end = max((o[1] for o in offsets if isinstance(o, list) and len(o) == 2 and isinstance(o[1], int)), default=0)
             info = {"dtype": draw(dtype_names), "shape": draw(st.lists(sizes, max_size=4)), "data_offsets": [end, end]}
             header[draw(st.text(max_size=3))] = draw(st.one_of(st.just(info), json_values))
         else:
