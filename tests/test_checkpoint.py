@@ -25,7 +25,7 @@ import pytest
 from jax_impl.train import main as jax_train
 from shared.checkpoint import STATE
 from shared.data import load_embedded_mnist
-from shared.errors import EXIT_DIVERGED, RunStopped
+from shared.errors import EXIT_DIVERGED, RunStopped, UserError
 from shared.tasks import TASKS
 from shared.trainer import TIMING_KEYS, write_json
 from shared.weights import load_weights
@@ -116,8 +116,6 @@ def test_resume_can_go_further_and_refuses_other_settings(framework, small_mnist
     train([*argv, "--epochs", "2", "--out", str(tmp_path / "whole")])
     assert_same_run(tmp_path / "whole", out)
 
-    from shared.errors import UserError
-
     refused = {
         ("--batch-size", "20"): "trained with --batch-size 40, not --batch-size 20",
         ("--lr", "0.5"): "--lr",
@@ -140,8 +138,6 @@ def test_resume_can_go_further_and_refuses_other_settings(framework, small_mnist
 
 
 def test_resume_refuses_missing_half_written_and_changed_data(small_mnist, tmp_path):
-    from shared.errors import UserError
-
     with pytest.raises(UserError, match="no such folder"):
         torch_train(["mlp", "--resume", str(tmp_path / "nothing")])
     (tmp_path / "empty").mkdir()

@@ -498,12 +498,10 @@ def write_names(folder: Path, classes: list[str]) -> Path:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_rnn_weights_on_data_of_other_classes_are_refused(framework, capsys, tmp_path):
     """Same number of classes, other names: today's silent mislabelling is a one-line error naming both lists."""
-    from shared.errors import run_cli as run
-
     first = write_names(tmp_path / "a", ["English", "French"])
     other = write_names(tmp_path / "b", ["German", "Italian"])
     main = importlib.import_module(f"{framework}_impl.train").main
-    run(main, ["rnn", "--data-dir", str(first), "--epochs", "0", "--out", str(tmp_path / "run")])
+    run_cli(main, ["rnn", "--data-dir", str(first), "--epochs", "0", "--out", str(tmp_path / "run")])
     argv = ["rnn", "--data-dir", other, "--epochs", "0", "--init", tmp_path / "run" / "weights.safetensors", "--out", tmp_path / "o"]
     line = expect_error(framework, argv, capsys)
     assert line == (f"error: {tmp_path / 'run' / 'weights.safetensors'}: classes differ: "
