@@ -196,6 +196,13 @@ class BatchNorm(nnx.Module):
     running_var a weight file carries) would drift from torch's; its momentum
     is also the complement of torch's (flax 0.9 = torch 0.1).
 
+    `replicas` > 1 (set by a data-parallel step with per-replica statistics,
+    jax_impl/distributed.py) normalises each of that many equal slices of the
+    batch with its own statistics, as each process of torch's
+    DistributedDataParallel does without SyncBatchNorm, and the running
+    statistics follow the first slice's, as torch's (process 0's, which DDP
+    broadcasts). Under the step's "data" sharding each slice is one device's.
+
     Like nnx.BatchNorm it switches mode through `use_running_average`, which
     `model.train()` / `model.eval()` (and `nnx.view`) set on every module that
     has the attribute. Its state is nnx.BatchStat, so nnx.value_and_grad,
@@ -213,23 +220,35 @@ class BatchNorm(nnx.Module):
         self.eps = eps
         self.momentum = momentum
         self.use_running_average = use_running_average
+        self.replicas = 1
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        axes = tuple(range(x.ndim - 1))  # all but the features: batch (and height, width)
         if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            mean = x.mean(axes)
-            var = jnp.square(x - mean).mean(axes)  # biased (divides by n), as torch normalises
-            n = x.size // x.shape[-1]
-            if n < 2:  # torch refuses too: no variance from one value
-                raise ValueError(f"BatchNorm in train mode needs more than 1 value per channel, got input of shape {x.shape}")
-            m = self.momentum
-            unbiased = var * (n / (n - 1))
-            self.mean[...] = jax.lax.stop_gradient((1 - m) * self.mean[...] + m * mean)
-            self.var[...] = jax.lax.stop_gradient((1 - m) * self.var[...] + m * unbiased)
-            self.num_batches_tracked[...] += 1
+            return self.normalize(x, self.mean[...], self.var[...])
+        if self.replicas > 1:  # each replica's slice on its own: (replicas, slice, ..., features)
+            slices = x.reshape(self.replicas, -1, *x.shape[1:])
+            axes = tuple(range(1, slices.ndim - 1))
+            mean = slices.mean(axes, keepdims=True)
+            var = jnp.square(slices - mean).mean(axes, keepdims=True)
+            self.update_running_statistics(mean[0].reshape(-1), var[0].reshape(-1), slices[0].size // x.shape[-1])
+            return self.normalize(slices, mean, var).reshape(x.shape)
+        axes = tuple(range(x.ndim - 1))  # all but the features: batch (and height, width)
+        mean = x.mean(axes)
+        var = jnp.square(x - mean).mean(axes)  # biased (divides by n), as torch normalises
+        self.update_running_statistics(mean, var, x.size // x.shape[-1])
+        return self.normalize(x, mean, var)
+
+    def normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
         return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+
+    def update_running_statistics(self, mean: jax.Array, var: jax.Array, n: int) -> None:
+        """running = (1 - momentum) * running + momentum * batch statistic, the variance unbiased over the n values."""
+        if n < 2:  # torch refuses too: no variance from one value
+            raise ValueError(f"BatchNorm in train mode needs more than 1 value per channel, got {n}")  # per replica
+        m = self.momentum
+        self.mean[...] = jax.lax.stop_gradient((1 - m) * self.mean[...] + m * mean)
+        self.var[...] = jax.lax.stop_gradient((1 - m) * self.var[...] + m * var * (n / (n - 1)))
+        self.num_batches_tracked[...] += 1
 
     def set_view(self, use_running_average: bool | None = None):
         """What nnx.view(model, use_running_average=...) calls, as on nnx.BatchNorm."""

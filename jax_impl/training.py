@@ -18,12 +18,15 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jax_impl import distributed
 from jax_impl.weights import load_model, save_model
+from shared.distributed import Parallel
 from shared.errors import UserError
 from shared.machine import cpu_name
 from shared.weights import StateDict, WeightsError, WeightsSpec
 
 MODES = ("jax-jit",)
+DATA_PARALLEL_MODE = "jax-sharded"  # the step of a run over several devices: jit-compiled over a batch sharded on a mesh
 
 
 def pin_float32_precision() -> None:
@@ -32,18 +35,20 @@ def pin_float32_precision() -> None:
 
 
 def select_device(name: str) -> jax.Device:
+    """This process's first CPU or GPU (of several processes, each has its own: local_devices)."""
     if name == "cpu":
-        return jax.devices("cpu")[0]
+        return jax.local_devices(backend="cpu")[0]
     try:
-        return jax.devices("gpu")[0]
+        return jax.local_devices(backend="gpu")[0]
     except RuntimeError:
         if name == "gpu":
             raise UserError("--device gpu: JAX sees no GPU (is jax[cuda] installed?)") from None
-        return jax.devices("cpu")[0]
+        return jax.local_devices(backend="cpu")[0]
 
 
 def to_numpy(tree: Any) -> Any:
-    return jax.tree.map(np.asarray, tree)
+    """numpy copies; a replicated array of several processes gives this process's copy."""
+    return jax.tree.map(lambda a: np.asarray(distributed.local(a) if isinstance(a, jax.Array) else a), tree)
 
 
 def committed(leaves: list[jax.Array]) -> list[jax.Array]:
@@ -98,30 +103,44 @@ class CompiledStep:
     Python on every call would cost more than the step itself on small models.
     The NNX objects are brought up to date only by write_back(), which the
     caller runs before using the model elsewhere (evaluation, saving).
+
+    jax-sharded: the same function over a batch sharded on `sharding`'s mesh
+    (Backend.put_batch), the state replicated on every device and pinned so;
+    the compiler partitions the step and all-reduces the gradients. Its
+    write_back gives the model this process's copy of the state.
     """
 
-    def __init__(self, step_fn, model: nnx.Module, optimizer: nnx.Optimizer, mode: str = "jax-jit"):
-        if mode not in MODES:
-            raise UserError(f"--mode {mode}: JAX supports {', '.join(MODES)}")
+    def __init__(self, step_fn, model: nnx.Module, optimizer: nnx.Optimizer, mode: str = "jax-jit",
+                 parallel: Parallel | None = None, sharding: distributed.Sharding | None = None):
+        if (mode == DATA_PARALLEL_MODE) != (sharding is not None):
+            raise UserError(f"--mode {mode}: {DATA_PARALLEL_MODE} is the mode of a run over several devices, and the only one")
+        if mode not in (*MODES, DATA_PARALLEL_MODE):
+            raise UserError(f"--mode {mode}: JAX supports {', '.join(MODES)} (and {DATA_PARALLEL_MODE} on several devices)")
         model.train()
+        if parallel is not None and parallel.batchnorm == "per-replica":
+            distributed.per_replica_batchnorm(model, parallel.replicas)
         self.objects = (model, optimizer)
         graphdef, state = nnx.split(self.objects)
         leaves, self.treedef = jax.tree.flatten(state)
-        self.leaves = committed(leaves)
+        if sharding is None:
+            self.leaves = committed(leaves)
+        else:
+            self.leaves = [sharding.put(leaf, sharding.replicated) for leaf in leaves]
 
         def pure_step(leaves, *batch):
             model, optimizer = nnx.merge(graphdef, jax.tree.unflatten(self.treedef, leaves))
             loss = step_fn(model, optimizer, *batch)
             return jax.tree.leaves(nnx.state((model, optimizer))), loss
 
-        self.fn = jax.jit(pure_step, donate_argnums=0)
+        placed = {} if sharding is None else {"out_shardings": sharding.replicated}
+        self.fn = jax.jit(pure_step, donate_argnums=0, **placed)
 
     def __call__(self, *batch: jax.Array) -> jax.Array:
         self.leaves, loss = self.fn(self.leaves, *batch)
         return loss
 
     def write_back(self) -> None:
-        nnx.update(self.objects, jax.tree.unflatten(self.treedef, self.leaves))
+        nnx.update(self.objects, jax.tree.unflatten(self.treedef, [distributed.local(leaf) for leaf in self.leaves]))
 
 
 class CompiledInference:
@@ -150,13 +169,24 @@ class CompiledInference:
 class Backend:
     framework = "jax"
     modes = MODES
+    data_parallel_mode = DATA_PARALLEL_MODE
 
-    def __init__(self, arch: str, device: str = "auto"):
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None):
         self.arch_name = arch
         self.arch = importlib.import_module(f"jax_impl.{arch}")
+        self.parallel = parallel or Parallel()
         self.device = select_device(device)
+        self.sharding = None
+        if self.parallel.replicas > 1:
+            self.sharding = distributed.Sharding(distributed.make_mesh(self.device.platform, self.parallel.replicas))
         self._jitted: dict[Callable, Callable] = {}
         pin_float32_precision()
+
+    @staticmethod
+    def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel:
+        """The local devices (--devices) and the other processes (framework_flags: --coordinator, --num-processes,
+        --process-id), set up before JAX starts its backend."""
+        return distributed.start(devices, device, batchnorm, timeout, **framework_flags)
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs) -> nnx.Module:
         make = lambda: self.arch.init_model(seed, **model_kwargs)  # noqa: E731
@@ -191,14 +221,32 @@ class Backend:
         with jax.default_device(self.device):
             return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None) -> CompiledStep:
-        return CompiledStep(step, model, optimizer, mode or MODES[0])
+    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: tuple[str, ...] = ()) -> CompiledStep:
+        """The step jit-compiled (`networks` is torch's business: one compiled function partitions every network alike)."""
+        default = DATA_PARALLEL_MODE if self.sharding is not None else MODES[0]
+        return CompiledStep(step, model, optimizer, mode or default, self.parallel, self.sharding)
 
     def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
         return CompiledInference(fn, model, mode or MODES[0])
 
     def to_device(self, array: np.ndarray) -> jax.Array:
         return jax.device_put(array, self.device)
+
+    def put_batch(self, batch: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
+        """A global training batch on the device, or sharded along the mesh's "data" axis: each device its slice."""
+        if self.sharding is None:
+            return tuple(map(self.to_device, batch))
+        return tuple(self.sharding.put(a, self.sharding.batch) for a in batch)
+
+    def any_process(self, flag: bool) -> bool:
+        if self.parallel.processes == 1:
+            return flag
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+    def finish(self) -> None:
+        distributed.stop()
 
     to_numpy = staticmethod(to_numpy)
 
@@ -218,9 +266,10 @@ class Backend:
         save_model(model, path, spec)
 
     def device_name(self) -> str:
+        replicas = f" x {self.parallel.replicas} devices" if self.parallel.replicas > 1 else ""
         if self.device.platform == "gpu":
-            return self.device.device_kind
-        return cpu_name()
+            return self.device.device_kind + replicas
+        return cpu_name() + replicas
 
     def versions(self) -> dict[str, str]:
         return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}

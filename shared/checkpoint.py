@@ -26,7 +26,8 @@ from shared.weights import FORMAT, FORMAT_VERSION, StateDict, WeightsError, load
 
 FOLDER, OLD = "checkpoint", ".checkpoint-old"
 WEIGHTS, STATE, PROGRESS = "weights.safetensors", "state.safetensors", "progress.json"
-RESUMED_FLAGS = ("variant", "batch_size", "lr", "seed", "labels", "data_dir", "test_dir", "init")  # a resume must find these unchanged
+RESUMED_FLAGS = ("variant", "batch_size", "lr", "seed", "labels", "data_dir", "test_dir", "init", "devices", "batchnorm")  # a resume must find these unchanged
+FLAGS_SINCE = {"devices": None, "batchnorm": "global"}  # flags added after format version 1 began, as a checkpoint without them ran
 
 
 @dataclass
@@ -89,6 +90,7 @@ def read_progress(run_dir: Path) -> Progress:
     if not (isinstance(progress.epoch, int) and progress.epoch >= 1 and isinstance(progress.args, dict)
             and isinstance(progress.config, dict) and isinstance(progress.history, list) and len(progress.history) == progress.epoch):
         raise UserError(f"--resume {run_dir}: {folder / PROGRESS} is damaged (epoch, args, config or history of the wrong type)")
+    progress.args = {**FLAGS_SINCE, **progress.args}
     missing = [flag for flag in ("arch", "epochs", *RESUMED_FLAGS) if flag not in progress.args]
     if missing:
         raise UserError(f"--resume {run_dir}: {folder / PROGRESS} lacks the flags {', '.join(missing)}")

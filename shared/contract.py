@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shared.distributed import Parallel
 from shared.weights import WeightsSpec
 
 Array = Any  # torch.Tensor | jax.Array
@@ -137,9 +138,17 @@ class Backend(Protocol):
 
     framework: str  # "torch" or "jax"
     modes: tuple[str, ...]  # the benchmark's step modes: torch-eager, torch-compile; jax-jit
+    data_parallel_mode: str  # the step mode of a run over several devices: torch-ddp; jax-sharded
     arch: ModelModule  # the architecture's module in this framework's tree
+    parallel: Parallel  # this process's place in a data-parallel run (a single-device run's by default)
 
-    def __init__(self, arch: str, device: str = "auto") -> None: ...
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None) -> None: ...
+
+    @staticmethod
+    def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel:
+        """Set up a data-parallel run before anything else touches the framework: torch launches --devices processes of the
+        command (torchrun) or joins torchrun's process group; JAX asks for the local devices and joins jax.distributed
+        (its framework_flags: coordinator, num_processes, process_id). Waits at most `timeout` s for the peers."""
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs: Any) -> Model:
         """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given (its metadata checked against `expected`)."""
@@ -149,13 +158,23 @@ class Backend(Protocol):
 
     def make_optimizer(self, model: Model, lr: float) -> Optimizer: ...
 
-    def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None) -> CompiledStep:
-        """`step` bound to model and optimizer, compiled for `mode` (default: the framework's first)."""
+    def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None, networks: tuple[str, ...] = ()) -> CompiledStep:
+        """`step` bound to model and optimizer, compiled for `mode` (default: the framework's first, or its data-parallel mode on
+        several devices, which returns the global batch's losses); `networks`: Task.networks."""
 
     def compile_inference(self, model: Model, fn: Callable[..., Outputs], mode: str | None = None) -> Callable[..., Outputs]:
         """fn bound to the model in eval mode, without gradients, compiled for `mode`: f(*batch) -> outputs (the benchmark's)."""
 
     def to_device(self, array: np.ndarray) -> Array: ...
+
+    def put_batch(self, batch: tuple[np.ndarray, ...]) -> tuple[Array, ...]:
+        """A global training batch as the compiled step takes it: on the device, or each replica's slice on its own."""
+
+    def any_process(self, flag: bool) -> bool:
+        """Whether `flag` is true in any process of the run (every process calls it at the same point)."""
+
+    def finish(self) -> None:
+        """Leave the data-parallel run's process group (nothing to do on one device)."""
 
     def to_numpy(self, tree: Any) -> Any: ...
 

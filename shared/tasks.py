@@ -41,6 +41,7 @@ class Task:
     arch: str
     contract: type = ModelModule  # the protocol the architecture's modules satisfy (shared/contract.py)
     loss_names: tuple[str, ...] = ("loss",)  # what the step returns: one loss, or a vector of these
+    networks: tuple[str, ...] = ()  # the model's parts its step calls by name (torch's DDP wraps each); () the model itself
     fixed_batch_size: int | None = None  # set when the variant defines its batch size
     min_train_batch: int = 1  # the smallest batch a training step is defined on
     n_train: int
@@ -242,6 +243,7 @@ class GanTask(Task):
     arch = "gan"
     contract = GanModule
     loss_names = ("d_loss", "g_loss")
+    networks = ("generator", "discriminator")
     quality = ("frechet_distance", "min")
 
     def __init__(self, data: Mnist, variant: str | None = None):
@@ -307,6 +309,7 @@ class AaeTask(Task):
 
     arch = "aae"
     contract = AaeModule
+    networks = ("encoder", "decoder", "discriminator", "discriminator_cat")
     labelled_seed = 17  # which training images keep their labels: the same in every run
 
     def __init__(self, data: Mnist, variant: str | None = None, labels: int | None = None):
@@ -514,6 +517,7 @@ class RnnTask(ClassifierTask):
 
     arch = "rnn"
     contract = RnnModule
+    networks = ("hid_fc", "out_fc")  # the batched step calls the cell's two layers, not the cell
 
     def __init__(self, names: Names, variant: str | None = None):
         super().__init__(variant)

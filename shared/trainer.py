@@ -27,6 +27,7 @@ from tqdm import tqdm
 from shared.checkpoint import RESUMED_FLAGS, Progress, read_progress, read_state, weights_path, write_checkpoint
 from shared.contract import Inference
 from shared.data import batch_indices, num_batches
+from shared.distributed import BATCHNORM_STATS, DEFAULT_TIMEOUT_S, check_data_parallel
 from shared.errors import EXIT_DIVERGED, RunStopped, UserError
 from shared.hparams import HPARAMS, label, variants
 from shared.tasks import TASKS
@@ -95,7 +96,24 @@ def build_parser(framework: str) -> ArgumentParser:
                    help="continue the run in DIR from its last checkpoint (DIR/checkpoint, written after each epoch), "
                         "bit for bit; its flags are the run's own, --epochs may go further")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    add_parallel_flags(p, framework)
     return p
+
+
+def add_parallel_flags(p: argparse.ArgumentParser, framework: str) -> None:
+    """The data-parallel flags (docs/distributed.md)."""
+    local = ("processes, one per device, launched as torchrun --nproc-per-node N does; under torchrun, its own"
+             if framework == "torch" else "local devices (on a CPU, XLA simulates them, one per core)")
+    p.add_argument("--devices", type=positive_int, metavar="N",
+                   help=f"train data-parallel on N devices of this machine: {local} (default 1); the global batch is --batch-size")
+    p.add_argument("--batchnorm", choices=BATCHNORM_STATS,
+                   help="data-parallel BatchNorm statistics: of the global batch (default, as one device computes them) or of each device's slice")
+    p.add_argument("--dist-timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help=f"how long a process waits for its peers to join, then a one-line error (default {DEFAULT_TIMEOUT_S:g})")
+    if framework == "jax":
+        p.add_argument("--coordinator", metavar="HOST:PORT", help="several processes (jax.distributed): process 0's address, the same in every one")
+        p.add_argument("--num-processes", type=positive_int, default=1, help="several processes: how many (default 1)")
+        p.add_argument("--process-id", type=non_negative_int, default=0, help="several processes: this one's index, 0 to N-1 (default 0)")
 
 
 def strict_json(obj: Any) -> Any:
@@ -196,6 +214,7 @@ class StepStop(Exception):
 def train_main(argv: list[str] | None, backend_cls) -> dict:
     began = time.perf_counter()
     framework = backend_cls.framework
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser(framework).parse_args(argv)
     progress = read_progress(args.resume) if args.resume else None
     if progress is not None:
@@ -208,11 +227,29 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
     batch_size = args.batch_size or hp.batch_size
     seed = args.seed or 0
     check_batch_size(task, args.arch, batch_size, epochs)
+    batchnorm = args.batchnorm or BATCHNORM_STATS[0]
+    distributed_flags = {k: getattr(args, k) for k in ("coordinator", "num_processes", "process_id") if hasattr(args, k)}
+    check_data_parallel(args.arch, task.variant, task.fixed_batch_size, batch_size, (args.devices or 1) * distributed_flags.get("num_processes", 1))
+    parallel = backend_cls.start_parallel(argv, args.devices, args.device, batchnorm, args.dist_timeout, **distributed_flags)
+    check_data_parallel(args.arch, task.variant, task.fixed_batch_size, batch_size, parallel.replicas)
     lr = args.lr or hp.lr
     run_name = label(args.arch, task.variant).replace("/", "-")
-    out = prepare_out_dir(args.out or Path("runs") / f"{run_name}-{framework}")
+    out = args.out or Path("runs") / f"{run_name}-{framework}"
+    if parallel.writer:
+        prepare_out_dir(out)
 
-    backend = backend_cls(args.arch, args.device)
+    args.epochs, args.batch_size, args.lr, args.seed = epochs, batch_size, lr, seed  # resolved
+    backend = backend_cls(args.arch, args.device, parallel)
+    try:
+        return train(args, backend, task, progress, out, began)
+    finally:
+        backend.finish()
+
+
+def train(args: argparse.Namespace, backend, task, progress: Progress | None, out: Path, began: float) -> dict:
+    """The run with its resolved flags, in each process of a data-parallel one (process 0 alone evaluates and writes)."""
+    framework, parallel = backend.framework, backend.parallel
+    epochs, batch_size, lr, seed = args.epochs, args.batch_size, args.lr, args.seed
     spec = task.weights_spec()
     start_from = weights_path(out) if progress else args.init
     model = backend.init_model(seed, start_from, expected=spec, **task.model_kwargs)
@@ -223,30 +260,35 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
         "data": task.source, "examples": {"train": task.n_train, "test": task.n_infer}, "init": str(args.init) if args.init else None,
         **task.config(),
+        "replicas": parallel.replicas, "processes": parallel.processes, "batchnorm": parallel.batchnorm,
         "versions": backend.versions(),
     }
     flags = {"arch": args.arch, "epochs": epochs, "variant": task.variant, "batch_size": batch_size, "lr": lr, "seed": seed,
              "labels": task.config().get("labels"), "data_dir": absolute(args.data_dir), "test_dir": absolute(args.test_dir),
-             "init": absolute(args.init)}
+             "init": absolute(args.init), "devices": args.devices, "batchnorm": parallel.batchnorm}
     if progress is not None:
-        check_same_data(f"--resume {args.resume}", progress.config, config, ["data", "examples", *task.config()])
+        check_same_data(f"--resume {args.resume}", {"replicas": 1, **progress.config}, config, ["data", "examples", *task.config(), "replicas"])
     title = f"{label(args.arch, task.variant)}, {framework}"
     resumed = f", resumed after epoch {progress.epoch}" if progress else ""
-    print(f"{label(args.arch, task.variant)} in {framework} on {config['device']}: {config['data']}{resumed}", file=sys.stderr)
+    say = print if parallel.writer else lambda *a, **k: None  # one process speaks for all
+    say(f"{label(args.arch, task.variant)} in {framework} on {config['device']}: {config['data']}{resumed}", file=sys.stderr)
 
     history = list(progress.history) if progress else []
     first = progress.epoch + 1 if progress else 1
     if first > epochs:  # nothing to train (--epochs 0, or a finished run resumed): evaluate and write
+        if not parallel.writer:
+            return {}
         final = history[-1] if history else {"epoch": 0, **task.evaluate(inference)}
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+        say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
         return write_outputs(out, backend, model, spec, task, inference, config, history, final, f"{title}, {len(history)} epochs")
 
     optimizer = backend.make_optimizer(model, lr)
     if progress is not None:
         backend.restore_state(model, optimizer, read_state(out), str(weights_path(out).parent))
-    step = backend.compile_step(model, optimizer, task.train_step(backend.arch))
+    step = backend.compile_step(model, optimizer, task.train_step(backend.arch), networks=task.networks)
     steps_per_epoch = num_batches(task.n_train, batch_size)
     pictures = PictureSchedule(began)
+    metrics: dict = {}
     with StopSignals() as signals:
         for epoch in range(first, epochs + 1):
             start = time.perf_counter()
@@ -255,17 +297,20 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
             except StepStop as stop:
                 raise stopped(stop, framework, args.arch, out, epoch, steps_per_epoch, history) from None
             step.write_back()
-            record = {"epoch": epoch, **train_losses, **task.evaluate(inference)}
-            record["seconds"] = round(time.perf_counter() - start, 3)
-            record["elapsed_s"] = round(time.perf_counter() - began, 3)  # since this command began (data, model, compilation)
-            history.append(record)
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            write_checkpoint(out, Progress(framework, epoch, flags, config, history),
-                             lambda path: backend.save_model(model, path, spec), backend.checkpoint_state(model, optimizer))
-            metrics = write_outputs(out, backend, model, spec, task, inference, config, history, record, f"{title}, {epoch} epochs", pictures)
-            if signals.signum is not None and epoch < epochs:  # arrived while evaluating or writing
-                raise stopped(StepStop(0, signals.signum), framework, args.arch, out, epoch + 1, steps_per_epoch, history)
-    print(f"wrote {out / 'metrics.json'}, {out / 'weights.safetensors'}, {out / 'checkpoint'} and the pictures")
+            state = backend.checkpoint_state(model, optimizer)  # in every process: torch gathers each one's generator state
+            if parallel.writer:
+                record = {"epoch": epoch, **train_losses, **task.evaluate(inference)}
+                record["seconds"] = round(time.perf_counter() - start, 3)
+                record["elapsed_s"] = round(time.perf_counter() - began, 3)  # since this command began (data, model, compilation)
+                history.append(record)
+                say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                write_checkpoint(out, Progress(framework, epoch, flags, config, history), lambda path: backend.save_model(model, path, spec), state)
+                metrics = write_outputs(out, backend, model, spec, task, inference, config, history, record, f"{title}, {epoch} epochs", pictures)
+            else:
+                history.append({"epoch": epoch})
+            if backend.any_process(signals.signum is not None) and epoch < epochs:  # arrived while evaluating or writing
+                raise stopped(StepStop(0, signals.signum or signal.SIGTERM), framework, args.arch, out, epoch + 1, steps_per_epoch, history)
+    say(f"wrote {out / 'metrics.json'}, {out / 'weights.safetensors'}, {out / 'checkpoint'} and the pictures")
     return metrics
 
 
@@ -341,16 +386,16 @@ def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total
     losses: list[np.ndarray] = []
     pending = None
     bar = tqdm(
-        batch_indices(task.n_train, batch_size, seed, epoch), total=total,
+        batch_indices(task.n_train, batch_size, seed, epoch), total=total, disable=not backend.parallel.writer,
         desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=0.5, file=sys.stderr,
     )
     for i, idx in enumerate(bar, start=1):
-        loss = step(*map(backend.to_device, task.train_batch(idx, noise_rng)))
+        loss = step(*backend.put_batch(task.train_batch(idx, noise_rng)))  # a data-parallel step takes its slice
         if pending is not None:
             check_finite(losses, backend.to_numpy(pending), i - 1)
         pending = loss
-        if signals.signum is not None:
-            raise StepStop(i, signum=signals.signum)
+        if backend.any_process(signals.signum is not None):  # every process of a data-parallel run stops after the same step
+            raise StepStop(i, signum=signals.signum or signal.SIGTERM)
         if i % 20 == 1 and losses:
             bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in losses[-1]))
     check_finite(losses, backend.to_numpy(pending), total)

@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared.distributed import Parallel, replica_slice
 from shared.errors import UserError
 from shared.machine import cpu_name
 from shared.weights import StateDict, WeightsError, WeightsSpec
+from torch_impl import distributed
 from torch_impl.weights import load_model, save_model
 
 MODES = ("torch-eager", "torch-compile")
+DATA_PARALLEL_MODE = "torch-ddp"  # the step of a run over several processes: eager, DistributedDataParallel
 DROPOUT_STREAM = 2  # the run's seed and this give the dropout generator's seed (the init draws from the seed itself)
 
 
@@ -32,10 +35,11 @@ def pin_float32_precision() -> None:
 
 
 def select_device(name: str) -> torch.device:
+    """The CPU or a GPU (the process's own under torchrun: torch.cuda.set_device in distributed.start)."""
     if name == "gpu" and not torch.cuda.is_available():
         raise UserError("--device gpu: torch sees no CUDA device")
     if name in ("gpu", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
@@ -58,10 +62,10 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 def compiled(fn: Callable, mode: str) -> Callable:
-    """fn as the mode runs it: itself (torch-eager) or torch.compile'd, one graph per input shape."""
-    if mode not in MODES:
-        raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)}")
-    if mode == "torch-eager":
+    """fn as the mode runs it: itself (torch-eager, torch-ddp) or torch.compile'd, one graph per input shape."""
+    if mode not in (*MODES, DATA_PARALLEL_MODE):
+        raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)} (and {DATA_PARALLEL_MODE} on several processes)")
+    if mode != "torch-compile":
         return fn
     # Never a dynamic-shape graph: the per-name RNN sees one shape per name
     # length (up to ~20), more than the default limit of 8 recompilations,
@@ -78,15 +82,25 @@ def optimizers_of(optimizer: Any) -> dict[str, torch.optim.Optimizer]:
 
 
 class CompiledStep:
-    """A train step (model, optimizer, *batch) bound to its model and optimizer, eager or torch.compile'd."""
+    """A train step (model, optimizer, *batch) bound to its model and optimizer, eager or torch.compile'd.
 
-    def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager"):
+    torch-ddp: the step of one of several processes, on its slice of the
+    global batch, through DistributedDataParallel (distributed.replicated);
+    it returns the global batch's losses, the mean of every process's.
+    """
+
+    def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager",
+                 parallel: Parallel | None = None, networks: tuple[str, ...] = ()):
+        if (mode == DATA_PARALLEL_MODE) != (parallel is not None and parallel.processes > 1):
+            raise UserError(f"--mode {mode}: {DATA_PARALLEL_MODE} is the mode of a run over several processes, and the only one")
         self.fn = compiled(step_fn, mode)
-        self.model, self.optimizer = model, optimizer
+        self.optimizer, self.parallel = optimizer, parallel
+        self.model = distributed.replicated(model, networks, parallel) if mode == DATA_PARALLEL_MODE else model
         model.train()
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
-        return self.fn(self.model, self.optimizer, *batch)
+        losses = self.fn(self.model, self.optimizer, *batch)
+        return distributed.mean_over_processes(losses) if self.parallel is not None and self.parallel.processes > 1 else losses
 
     def write_back(self) -> None:
         """Nothing to do: torch updates the model in place (see the JAX twin)."""
@@ -111,12 +125,23 @@ class CompiledInference:
 class Backend:
     framework = "torch"
     modes = MODES
+    data_parallel_mode = DATA_PARALLEL_MODE
 
-    def __init__(self, arch: str, device: str = "auto"):
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None):
         self.arch_name = arch
         self.arch = importlib.import_module(f"torch_impl.{arch}")
+        self.parallel = parallel or Parallel()
         self.device = select_device(device)
         pin_float32_precision()
+
+    @staticmethod
+    def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel:
+        """--devices N > 1: launch N processes of this command (torchrun) and exit as they did; under torchrun, join its group."""
+        if devices is not None and devices > 1 and not distributed.launched():
+            distributed.check_local_devices(devices, device)
+            distributed.launch(argv, devices)
+            raise SystemExit(0)
+        return distributed.start(devices, device, batchnorm, timeout)
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs) -> torch.nn.Module:
         model = self.arch.init_model(seed, **model_kwargs).to(self.device)
@@ -125,18 +150,28 @@ class Backend:
         return model
 
     def seed_dropout(self, seed: int) -> None:
-        """Seed torch's global generator, which nn.Dropout draws its masks from, from the run's seed."""
-        torch.manual_seed(int(np.random.SeedSequence([seed, DROPOUT_STREAM]).generate_state(1, np.uint64)[0]))
+        """Seed torch's global generator, which nn.Dropout draws its masks from, from the run's seed (and the process's rank:
+        each process draws the masks of its own slice)."""
+        stream = [seed, DROPOUT_STREAM] + ([self.parallel.rank] if self.parallel.processes > 1 else [])
+        torch.manual_seed(int(np.random.SeedSequence(stream).generate_state(1, np.uint64)[0]))
 
     def checkpoint_state(self, model: torch.nn.Module, optimizer: Any) -> StateDict:
-        """What a checkpoint holds besides the weights: every optimizer's state and the generator's (see restore_state)."""
+        """What a checkpoint holds besides the weights: every optimizer's state and the generator's (see restore_state).
+
+        On several processes every one calls it: the generators' states are
+        gathered, `rng.cpu.rankR` for each process R.
+        """
         arrays = {}
         for name, opt in optimizers_of(optimizer).items():
             for index, state in opt.state_dict()["state"].items():
                 arrays.update({f"{name}.{index}.{key}": to_numpy(value) for key, value in state.items()})
-        arrays["rng.cpu"] = torch.get_rng_state().numpy()
+        rng = {"rng.cpu": torch.get_rng_state().numpy()}
         if self.device.type == "cuda":
-            arrays["rng.cuda"] = torch.cuda.get_rng_state(self.device).numpy()
+            rng["rng.cuda"] = torch.cuda.get_rng_state(self.device).numpy()
+        if self.parallel.processes == 1:
+            return {**arrays, **rng}
+        for rank, states in enumerate(distributed.gathered(rng)):
+            arrays.update({f"{key}.rank{rank}": value for key, value in states.items()})
         return arrays
 
     def restore_state(self, model: torch.nn.Module, optimizer: Any, arrays: StateDict, source: str) -> None:
@@ -148,23 +183,37 @@ class Backend:
                     index, field = key.removeprefix(f"{name}.").split(".", 1)
                     state.setdefault(int(index), {})[field] = torch.from_numpy(value.copy())
             opt.load_state_dict({**opt.state_dict(), "state": state})  # parameters without a gradient yet have no state
-        if "rng.cpu" not in arrays:
-            raise WeightsError(f"{source}: no 'rng.cpu' (torch's generator state)")
-        torch.set_rng_state(torch.from_numpy(arrays["rng.cpu"].copy()))
-        if self.device.type == "cuda" and "rng.cuda" in arrays:
-            torch.cuda.set_rng_state(torch.from_numpy(arrays["rng.cuda"].copy()), self.device)
+        suffix = f".rank{self.parallel.rank}" if self.parallel.processes > 1 else ""
+        if "rng.cpu" + suffix not in arrays:
+            raise WeightsError(f"{source}: no 'rng.cpu{suffix}' (torch's generator state)")
+        torch.set_rng_state(torch.from_numpy(arrays["rng.cpu" + suffix].copy()))
+        if self.device.type == "cuda" and "rng.cuda" + suffix in arrays:
+            torch.cuda.set_rng_state(torch.from_numpy(arrays["rng.cuda" + suffix].copy()), self.device)
 
     def make_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None) -> CompiledStep:
-        return CompiledStep(step, model, optimizer, mode or MODES[0])
+    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: tuple[str, ...] = ()) -> CompiledStep:
+        default = DATA_PARALLEL_MODE if self.parallel.processes > 1 else MODES[0]
+        return CompiledStep(step, model, optimizer, mode or default, self.parallel, networks)
 
     def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
         return CompiledInference(fn, model, mode or MODES[0])
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def put_batch(self, batch: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
+        """A global training batch on the device: this process's slice of it, on several."""
+        if self.parallel.processes > 1:
+            batch = replica_slice(batch, self.parallel.rank, self.parallel.processes)
+        return tuple(map(self.to_device, batch))
+
+    def any_process(self, flag: bool) -> bool:
+        return distributed.any_process(flag) if self.parallel.processes > 1 else flag
+
+    def finish(self) -> None:
+        distributed.stop()
 
     to_numpy = staticmethod(to_numpy)
 
@@ -181,9 +230,10 @@ class Backend:
         save_model(model, path, spec)
 
     def device_name(self) -> str:
+        processes = f" x {self.parallel.processes} processes" if self.parallel.processes > 1 else ""
         if self.device.type == "cuda":
-            return torch.cuda.get_device_name(self.device)
-        return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+            return torch.cuda.get_device_name(self.device) + processes
+        return f"{cpu_name()} ({torch.get_num_threads()} threads{processes})"
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__}
