@@ -34,9 +34,12 @@ def start(devices: int | None, device: str, batchnorm: str, timeout: float,
         raise UserError("--num-processes and --process-id need --coordinator HOST:PORT (process 0's address)")
     if not 0 <= process_id < num_processes:
         raise UserError(f"--process-id {process_id}: expected 0 to {num_processes - 1} (--num-processes {num_processes})")
-    if device != "gpu":
+    if device != "gpu" and devices > 1:
         check_devices(devices, cpu_count(), "CPU cores (one simulated device each)")
-        jax.config.update("jax_num_cpu_devices", devices)
+        try:
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:  # JAX has started already in this process (a caller's): its CPU devices are what they are
+            check_devices(devices, len(jax.local_devices(backend="cpu")), "CPU devices in this process, whose JAX backend has started")
     if coordinator is not None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         message = (f"process {process_id} of {num_processes} did not reach its peers through the coordinator {coordinator} "

@@ -1,0 +1,263 @@
+"""Data-parallel parity: one architecture's step on one device and on two, in either framework, from one weights file.
+
+A case is an architecture and variant ("gan", "aae/semisupervised"), with
+"@per-replica" for BatchNorm statistics per replica. For each, `run_case`
+computes, from the case's initial weights file and real batches of BATCH:
+- the gradients of every phase of one training step at those weights (the
+  step's optimizers replaced by recorders that keep what each would have been
+  given and update nothing), in the order the phases run, and the step's losses;
+- STEPS real training steps from the same weights: every step's losses and the
+  parameters and running statistics at the end.
+Both through the project's own code paths: the Backend's compiled step, on a
+single device or data-parallel (torch-ddp, jax-sharded), and its put_batch.
+
+`python tests/data_parallel.py OUT CASE...`, started by torchrun with two
+processes (run_ddp), computes torch's under DistributedDataParallel; process 0
+writes OUT/CASE.npz.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.inputs import benchmark_task, draw_batches, model_kwargs, write_initial_weights  # noqa: E402
+from shared.distributed import Parallel  # noqa: E402
+from shared.hparams import HPARAMS  # noqa: E402
+
+REPLICAS = 2
+BATCH = 20  # the global batch: 10 examples per replica
+STEPS = 10
+SEED = 0
+REPO = Path(__file__).resolve().parents[1]
+# The single-device parity tests' trajectory learning rates where they are not the architecture's
+# (tests/test_parity_mlp.py TRAJECTORY_LR, tests/test_parity_rnn.py BATCHED_LR); the others train at their own.
+TRAJECTORY_LR = {"mlp": 1e-3, "rnn": 0.1}
+
+
+def parse(case: str) -> tuple[str, str, str]:
+    """(arch, variant, batchnorm) of a case name."""
+    name, _, batchnorm = case.partition("@")
+    arch, _, variant = name.partition("/")
+    return arch, variant or next(iter(HPARAMS[arch])), batchnorm or "global"
+
+
+def case_batches(case: str) -> list[tuple[np.ndarray, ...]]:
+    """1 + STEPS real training batches of BATCH (the gradients' batch, then the steps')."""
+    arch, variant, _ = parse(case)
+    return draw_batches(benchmark_task(arch, variant), "train", BATCH, 1 + STEPS, SEED)
+
+
+def case_weights(case: str, folder: Path) -> Path:
+    """The case's initial weights file (torch's initialisation, seed SEED, dropout off), written once."""
+    arch, variant, _ = parse(case)
+    path = folder / f"{arch}-{variant}.safetensors"
+    if not path.exists():
+        write_initial_weights(arch, variant, SEED, path)
+    return path
+
+
+def file_name(case: str, dtype: str = "float32") -> str:
+    return case.replace("/", "-").replace("@", "-") + ("" if dtype in ("", "float32") else f"-{dtype}") + ".npz"
+
+
+def trajectory_lr(case: str) -> float:
+    arch, variant, _ = parse(case)
+    return TRAJECTORY_LR.get(arch, HPARAMS[arch][variant].lr)
+
+
+def in_dtype(batch: tuple[np.ndarray, ...], dtype: str) -> tuple[np.ndarray, ...]:
+    return tuple(a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a for a in batch)
+
+
+# ---------------------------------------------------------------- torch
+class TorchRecorder:
+    """An optimizer's stand-in: step() keeps its parameters' gradients, by the model's names; nothing is updated."""
+
+    def __init__(self, optimizer, names: dict[int, str], recorded: list):
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.names, self.recorded = names, recorded
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Every parameter's gradient: 0 for one the phase's loss does not reach (its grad None; JAX gives zeros)."""
+        self.recorded.append({self.names[id(p)]: (p.grad if p.grad is not None else p.new_zeros(p.shape)).detach().numpy().copy()
+                              for p in self.params})
+
+
+def torch_case(case: str, weights: Path, batches, parallel: Parallel | None, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """torch's results on one device, or as one process of a data-parallel run (the gradients: the averaged ones)."""
+    import torch
+
+    from torch_impl.training import Backend, optimizers_of
+    from torch_impl.weights import state_dict_from_model
+
+    arch, variant, _ = parse(case)
+    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel)
+    lr, batches = trajectory_lr(case), [in_dtype(b, dtype) for b in batches]
+
+    def new_model():
+        return backend.init_model(SEED, weights, task.weights_spec(), **model_kwargs(arch, variant)).to(getattr(torch, dtype))
+
+    model = new_model()  # its own parameters: one DDP instance per parameter set
+    optimizer, recorded = backend.make_optimizer(model, lr), []
+    names = {id(p): name for name, p in model.named_parameters()}
+    recorders = [TorchRecorder(o, names, recorded) for o in optimizers_of(optimizer).values()]
+    recorder = recorders[0] if isinstance(optimizer, torch.optim.Optimizer) else type(optimizer)(
+        *[recorders.pop(0) if o is not None else None for o in optimizer])
+    out = {"grad_losses": backend.to_numpy(backend.compile_step(model, recorder, task.train_step(backend.arch), networks=task.networks)(
+        *backend.put_batch(batches[0])))}
+    out.update({f"grad.{i}.{name}": g for i, grads in enumerate(recorded) for name, g in grads.items()})
+
+    model = new_model()
+    step = backend.compile_step(model, backend.make_optimizer(model, lr), task.train_step(backend.arch), networks=task.networks)
+    out["losses"] = np.stack([np.atleast_1d(backend.to_numpy(step(*backend.put_batch(b)))) for b in batches[1:]])
+    out.update({f"param.{k}": v for k, v in state_dict_from_model(model).items()})
+    return out
+
+
+# ---------------------------------------------------------------- JAX
+def jax_case(case: str, weights: Path, batches, sharded: bool, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """JAX's results on one device, or sharded over REPLICAS (the process needs that many devices: jax_num_cpu_devices).
+
+    float64: call it inside jax.enable_x64(True).
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jax_impl import distributed
+    from jax_impl.training import Backend
+    from jax_impl.weights import state_dict_from_grads, state_dict_from_model
+
+    arch, variant, batchnorm = parse(case)
+    parallel = Parallel(replicas=REPLICAS, batchnorm=batchnorm) if sharded else None
+    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel)
+    lr, batches = trajectory_lr(case), [in_dtype(b, dtype) for b in batches]
+
+    def new_model():
+        model = backend.init_model(SEED, weights, task.weights_spec(), **model_kwargs(arch, variant))
+        if dtype != "float32":
+            floats = (nnx.Param, nnx.BatchStat)
+            nnx.update(model, jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, nnx.state(model, floats)))
+        return model
+
+    model = new_model()
+    model.train()
+    if sharded and batchnorm == "per-replica":
+        distributed.per_replica_batchnorm(model, REPLICAS)
+    optimizer = backend.make_optimizer(model, lr)
+    graphdef, state = nnx.split(model)
+    prefixes: list[str] = []
+
+    class Recorder:
+        """An nnx.Optimizer's stand-in: update() keeps the gradients (returned by the jitted function below), updates nothing."""
+
+        def __init__(self, merged, recorded):
+            self.merged, self.recorded = merged, recorded
+
+        def update(self, network, grads):
+            prefixes.append(next((name for name, part in vars(self.merged).items() if part is network), ""))
+            self.recorded.append(grads)
+
+    def grads_of(state, *batch):
+        merged = nnx.merge(graphdef, state)
+        recorded: list = []
+        recorder = Recorder(merged, recorded)
+        stand_in = recorder if isinstance(optimizer, nnx.Optimizer) else type(optimizer)(*[recorder if o is not None else None for o in optimizer])
+        return task.train_step(backend.arch)(merged, stand_in, *batch), recorded
+
+    if sharded:
+        state = jax.tree.map(lambda a: backend.sharding.put(a, backend.sharding.replicated), state)
+    losses, recorded = jax.jit(grads_of)(state, *backend.put_batch(batches[0]))
+    out = {"grad_losses": backend.to_numpy(losses)}
+    for i, (prefix, grads) in enumerate(zip(prefixes, recorded)):
+        network = getattr(model, prefix) if prefix else model
+        grads = jax.tree.map(distributed.local, grads)
+        out.update({f"grad.{i}.{prefix + '.' if prefix else ''}{k}": v for k, v in state_dict_from_grads(network, grads).items()})
+
+    model = new_model()
+    step = backend.compile_step(model, backend.make_optimizer(model, lr), task.train_step(backend.arch))
+    out["losses"] = np.stack([np.atleast_1d(backend.to_numpy(step(*backend.put_batch(b)))) for b in batches[1:]])
+    step.write_back()
+    out.update({f"param.{k}": v for k, v in state_dict_from_model(model).items()})
+    return out
+
+
+# ---------------------------------------------------------------- comparisons
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def assert_gradients_match(actual: dict, expected: dict, rtol: float, what: str, scale_of: dict[str, str] | None = None) -> None:
+    """The step's losses and every phase's every gradient, relative to the largest entry of the expected gradient
+    (of `scale_of[name]` for the gradients that are 0 up to rounding: the conv VAE's free biases)."""
+    from tests.parity import assert_close
+
+    assert_close(actual["grad_losses"], expected["grad_losses"], rtol, f"{what}: the step's losses")
+    keys = sorted(k for k in expected if k.startswith("grad."))
+    assert keys and keys == sorted(k for k in actual if k.startswith("grad.")), f"{what}: other gradients"
+    for key in keys:
+        phase, name = key.split(".", 2)[1:]
+        scale = expected[f"grad.{phase}.{(scale_of or {})[name]}"] if name in (scale_of or {}) else expected[key]
+        err = float(np.max(np.abs(actual[key].astype(np.float64) - expected[key])))
+        assert err <= rtol * float(np.max(np.abs(scale))), f"{what}: phase {phase}'s gradient of {name}: {err:.3g} > {rtol:g} x {np.max(np.abs(scale)):.3g}"
+
+
+def assert_trajectories_match(actual: dict, expected: dict, start: dict, bounds, lr: float, what: str) -> None:
+    """STEPS steps: the losses of each, then the parameters (as bounds.displacement says) and the running statistics."""
+    from tests.parity import assert_close, assert_parameters_within
+
+    for i, (a, e) in enumerate(zip(actual["losses"], expected["losses"]), start=1):
+        assert_close(a, e, bounds.loss if i > bounds.strict_steps else min(bounds.loss, bounds.strict_loss), f"{what}: losses at step {i}")
+    params = {k[len("param."):] for k in expected if k.startswith("param.") and not k.endswith(BUFFERS)}
+    a_sd, e_sd = ({k[len("param."):]: v for k, v in d.items() if k.startswith("param.")} for d in (actual, expected))
+    if bounds.displacement is None:
+        assert_parameters_within(a_sd, e_sd, start, sorted(params), lr, STEPS)
+    else:
+        held = sorted(params - set(bounds.free))
+        apart = np.sqrt(sum(np.sum((a_sd[k].astype(np.float64) - e_sd[k]) ** 2) for k in held))
+        moved = np.sqrt(sum(np.sum((e_sd[k].astype(np.float64) - start[k]) ** 2) for k in held))
+        assert apart <= bounds.displacement * moved, f"{what}: after {STEPS} steps the parameters are {apart:.3g} apart, moved {moved:.3g}"
+        for k in bounds.free:  # walked by Adam in directions of rounding: within 2 lr per step
+            assert np.max(np.abs(a_sd[k] - e_sd[k])) <= 2 * lr * STEPS, f"{what}: {k}"
+    for k in sorted(k for k in e_sd if k.endswith(("running_mean", "running_var"))):
+        rtol = bounds.running_mean if k.endswith("running_mean") else bounds.running_var
+        assert_close(a_sd[k], e_sd[k], rtol, f"{what}: {k} after {STEPS} steps")
+
+
+# ---------------------------------------------------------------- torch under torchrun
+def run_ddp(cases: list[str], folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    """torch's results of `cases` under DDP: this file run by torchrun in REPLICAS processes; {case: results}."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={REPLICAS}", __file__, str(folder), *cases]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun {Path(__file__).name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return {name: dict(np.load(folder / file_name(*name.partition(":")[::2]))) for name in cases}
+
+
+def main(folder: Path, cases: list[str]) -> None:
+    """Each case (CASE, or CASE:float64) under DDP; process 0 writes its results."""
+    from torch_impl import distributed
+    from torch_impl.training import Backend
+
+    joined = Backend.start_parallel([], None, "cpu", "global", 60.0)
+    for name in cases:
+        case, _, dtype = name.partition(":")
+        parallel = Parallel(joined.replicas, joined.rank, joined.processes, parse(case)[2])
+        results = torch_case(case, case_weights(case, folder), case_batches(case), parallel, dtype or "float32")
+        if parallel.writer:
+            np.savez(folder / file_name(case, dtype or "float32"), **results)
+    distributed.stop()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:])
