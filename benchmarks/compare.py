@@ -3,6 +3,7 @@
     python benchmarks/compare.py                          # every architecture, train and infer, every mode, 3 rounds
     python benchmarks/compare.py --arch mlp cnn --batch-size 1 8 64 512
     python benchmarks/compare.py --task fit --arch mlp    # time to result: the training command in each framework
+    python benchmarks/compare.py --devices 2              # also each framework's data-parallel training step on 2 devices
     python benchmarks/compare.py --diff OLD/results.json NEW/results.json
 
 Each configuration (architecture, variant, task, framework, mode, batch size)
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks import report  # noqa: E402
+from shared.distributed import check_data_parallel  # noqa: E402
 from shared.errors import UserError, run_cli  # noqa: E402
 from shared.hparams import HPARAMS, label, variants  # noqa: E402
 from shared.machine import cpu_name  # noqa: E402
@@ -43,7 +45,8 @@ from shared.trainer import ArgumentParser, non_negative_int, positive_float, pos
 
 SCHEMA_VERSION = 2
 FRAMEWORK_MODES = {"torch": ("torch-eager", "torch-compile"), "jax": ("jax-jit",)}
-ALL_MODES = [m for modes in FRAMEWORK_MODES.values() for m in modes]
+DATA_PARALLEL_MODES = {"torch": "torch-ddp", "jax": "jax-sharded"}  # training on --devices N: DDP over N processes; one process, N devices
+ALL_MODES = [m for modes in FRAMEWORK_MODES.values() for m in modes] + list(DATA_PARALLEL_MODES.values())
 FIT_MODE = {"torch": "torch-eager", "jax": "jax-jit"}  # what the training command runs
 TASKS = ("train", "infer", "fit")
 LOSS_AGREEMENT_RTOL = 1e-4  # first-step losses of one group, relative
@@ -54,7 +57,7 @@ WORKER = Path(__file__).resolve().with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("arch", "variant", "task", "mode", "batch_size")  # a row's identity, within a results file and across two
 PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "device", "batch_size", "repeats", "steps", "max_time",
-             "warmup", "threads", "seed", "xla_flags", "fit_epochs")  # what --resume must find unchanged
+             "warmup", "threads", "seed", "xla_flags", "fit_epochs", "devices")  # what --resume must find unchanged
 COLUMNS = [
     "arch", "variant", "task", "framework", "mode", "device", "batch_size", "threads", "repeats",
     "step_ms_median", "step_ms_spread", "step_ms_p10", "step_ms_p90", "unstable", "compile_s", "samples_per_s",
@@ -72,6 +75,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--framework", nargs="+", choices=sorted(FRAMEWORK_MODES), default=sorted(FRAMEWORK_MODES, reverse=True))
     p.add_argument("--mode", nargs="+", choices=ALL_MODES, default=ALL_MODES)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--devices", type=positive_int, default=1, metavar="N",
+                   help="N > 1: also each framework's data-parallel training step on N devices (torch-ddp: N processes; jax-sharded: "
+                        "one process, N devices, on a CPU simulated), scaled against its single-device step at the same global batch")
     p.add_argument("--batch-size", nargs="+", type=positive_int,
                    help="one or more (a sweep); default: each architecture's training batch size (the per-name RNN always takes 1)")
     p.add_argument("--repeats", type=positive_int, default=3, help="rounds per configuration, interleaved across the modes")
@@ -91,8 +97,13 @@ def build_parser() -> ArgumentParser:
 # ---------------------------------------------------------------- the plan
 def plan(args) -> list[dict]:
     """Every configuration to run, grouped (in order) by architecture, variant and batch size."""
-    if not set(args.mode) & {m for f in args.framework for m in FRAMEWORK_MODES[f]}:
+    if not set(args.mode) & {m for f in args.framework for m in (*FRAMEWORK_MODES[f], DATA_PARALLEL_MODES[f])}:
         raise UserError(f"--mode {' '.join(args.mode)} belongs to no framework in --framework {' '.join(args.framework)}")
+    parallel_modes = [(f, DATA_PARALLEL_MODES[f]) for f in args.framework if DATA_PARALLEL_MODES[f] in args.mode]
+    if args.devices == 1 and set(args.mode) <= set(DATA_PARALLEL_MODES.values()):
+        raise UserError(f"--mode {' '.join(args.mode)}: the data-parallel modes run with --devices N, N > 1")
+    if args.devices > 1:
+        check_devices(args.devices, args.device)
     pairs = [(a, v) for a in args.arch for v in variants(a) if args.variant is None or v in args.variant or len(variants(a)) == 1]
     if not pairs:
         raise UserError(f"--variant {' '.join(args.variant)}: none of --arch {' '.join(args.arch)} has it")
@@ -106,8 +117,11 @@ def plan(args) -> list[dict]:
                     modes = [(f, FIT_MODE[f]) for f in args.framework]
                 else:
                     modes = [(f, m) for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode]
+                if task == "train" and args.devices > 1 and not fixed:
+                    check_data_parallel(arch, variant, None, batch_size, args.devices)
+                    modes += parallel_modes
                 configs += [{"arch": arch, "variant": variant, "task": task, "framework": f, "mode": m, "batch_size": batch_size,
-                             "device": args.device} for f, m in modes]
+                             "device": args.device, "devices": args.devices if m in report.SINGLE_DEVICE_MODE else 1} for f, m in modes]
     check_batch_sizes(configs)
     return configs
 
@@ -126,6 +140,19 @@ def check_batch_sizes(configs: list[dict]) -> None:
                             f"{task.min_train_batch} or more (its BatchNorm normalises over the batch); --task infer times it at any size")
 
 
+def check_devices(devices: int, device: str) -> None:
+    """--devices N: as many CPU cores (one replica each) or GPUs as the training commands ask for."""
+    from shared.distributed import check_devices as check
+    from shared.distributed import cpu_count
+
+    if device == "cpu":
+        check(devices, cpu_count(), "CPU cores (one replica each)")
+    else:
+        import torch  # the driver imports no JAX; torch's count of the CUDA devices stands for both
+
+        check(devices, torch.cuda.device_count(), "CUDA devices")
+
+
 def group_key(config: dict) -> tuple:
     return config["arch"], config["variant"], config["batch_size"]
 
@@ -141,7 +168,7 @@ def plan_settings(args, configs: list[dict]) -> dict:
         "task": sorted(args.task), "framework": sorted(args.framework), "mode": sorted({c["mode"] for c in configs}),
         "device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, "steps": args.steps,
         "max_time": args.max_time, "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
-        "xla_flags": xla_flags(args), "fit_epochs": args.fit_epochs,
+        "xla_flags": xla_flags(args), "fit_epochs": args.fit_epochs, "devices": args.devices,
     }
 
 
@@ -240,23 +267,37 @@ class ForkServer:
 
 
 class Worker:
-    """One configuration's process: JSON commands in, JSON events out; a failure there is a one-line error here."""
+    """One configuration's process: JSON commands in, JSON events out; a failure there is a one-line error here.
+
+    torch-ddp: process 0 of the configuration's `devices`, and the others
+    (`followers`), which take their commands from it and whose output is not read.
+    """
 
     def __init__(self, cfg: dict, tmp: Path, server: ForkServer, name: str | None = None):
-        self.cfg, self.finished = cfg, False
+        self.cfg, self.finished, self.followers = cfg, False, []
         self.name = name or f"{label(cfg['arch'], cfg['variant'])} {cfg['task']} {cfg['mode']}"
-        stem = "-".join(str(cfg.get(k, "")) for k in ("job", "framework", "arch", "variant", "task", "mode", "batch_size"))
-        cfg_path = tmp / f"{stem}.json"
-        cfg_path.write_text(json.dumps(cfg))
-        self.stderr = open(tmp / f"{stem}.stderr", "w+")  # noqa: SIM115 - closed in close()
+        if cfg.get("mode") == "torch-ddp":
+            cfg = self.cfg = {**cfg, "rank": 0, "port": free_port()}
+            with open(os.devnull, "r+") as null:
+                self.followers = [self.fork({**cfg, "rank": rank}, tmp, server, [null.fileno(), null.fileno()])
+                                  for rank in range(1, cfg["devices"])]
         child_stdin, stdin = os.pipe()
         stdout, child_stdout = os.pipe()
         try:
-            self.pid = server.fork(cfg_path, [child_stdin, child_stdout, self.stderr.fileno()])
+            self.pid, self.stderr = self.fork(cfg, tmp, server, [child_stdin, child_stdout])
         finally:
             os.close(child_stdin)
             os.close(child_stdout)
         self.stdin, self.stdout = os.fdopen(stdin, "w"), os.fdopen(stdout)
+
+    @staticmethod
+    def fork(cfg: dict, tmp: Path, server: ForkServer, fds: list[int]):
+        """A process of the configuration, from `server`, with fds as its stdin and stdout: (pid, its stderr file)."""
+        stem = "-".join(str(cfg.get(k, "")) for k in ("job", "framework", "arch", "variant", "task", "mode", "batch_size", "rank"))
+        cfg_path = tmp / f"{stem}.json"
+        cfg_path.write_text(json.dumps(cfg))
+        stderr = open(tmp / f"{stem}.stderr", "w+")  # noqa: SIM115 - closed in close()
+        return server.fork(cfg_path, [*fds, stderr.fileno()]), stderr
 
     def expect(self, event: str) -> dict:
         for line in self.stdout:
@@ -283,12 +324,19 @@ class Worker:
         return self.expect(event)
 
     def close(self) -> None:
-        if not self.finished:
+        for pid in [self.pid, *(pid for pid, _ in self.followers)] if not self.finished else []:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        for stream in (self.stdin, self.stdout, self.stderr):
+                os.kill(pid, signal.SIGKILL)
+        for stream in (self.stdin, self.stdout, self.stderr, *(stderr for _, stderr in self.followers)):
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a torch-ddp configuration's process group."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def worker_env(framework: str, flags: str, tmp: Path) -> dict:
@@ -369,7 +417,7 @@ def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak
     round_medians = [float(np.median(times)) for times in rounds]
     step_s = float(np.median(round_medians))
     every = np.concatenate(rounds)
-    row = {k: cfg[k] for k in ("arch", "variant", "task", "framework", "mode", "device", "batch_size", "threads")}
+    row = {k: cfg[k] for k in ("arch", "variant", "task", "framework", "mode", "device", "batch_size", "threads", "devices")}
     row.update({
         "repeats": len(rounds),
         "timed_steps": int(len(every)),

@@ -18,8 +18,19 @@ def row_label(row: dict) -> str:
     return label(row["arch"], row["variant"])
 
 
+SINGLE_DEVICE_MODE = {"torch-ddp": "torch-eager", "jax-sharded": "jax-jit"}  # what a data-parallel row is scaled against
+
+
 def timed(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["task"] != "fit"]
+
+
+def single_device(rows: list[dict]) -> list[dict]:
+    return [r for r in timed(rows) if r.get("devices", 1) == 1]
+
+
+def mode_label(row: dict) -> str:
+    return row["mode"] + (f" x{row['devices']}" if row.get("devices", 1) > 1 else "")
 
 
 # ---------------------------------------------------------------- summary
@@ -31,7 +42,7 @@ def jax_over_torch(rows: list[dict]) -> list[dict]:
     """
     out = []
     groups = {}
-    for r in timed(rows):
+    for r in single_device(rows):
         groups.setdefault((r["arch"], r["variant"], r["task"], r["batch_size"]), []).append(r)
     for (arch, variant, task, batch), group in groups.items():
         jax = [r for r in group if r["framework"] == "jax"]
@@ -74,9 +85,27 @@ def scaling(rows: list[dict]) -> list[dict]:
     return out
 
 
+def data_parallel(rows: list[dict]) -> list[dict]:
+    """Per data-parallel row: its step time over its framework's single-device step at the same global batch, round by
+    round (the overhead: its median and min-max), and the scaling efficiency, single / (devices x data-parallel)."""
+    out = []
+    for r in timed(rows):
+        base = [b for b in single_device(rows) if r.get("devices", 1) > 1 and b["mode"] == SINGLE_DEVICE_MODE.get(r["mode"])
+                and (b["arch"], b["variant"], b["task"], b["batch_size"]) == (r["arch"], r["variant"], r["task"], r["batch_size"])]
+        if not base:
+            continue
+        per_round = np.array(r["step_ms_rounds"]) / np.array(base[0]["step_ms_rounds"])
+        out.append({"arch": r["arch"], "variant": r["variant"], "task": r["task"], "batch_size": r["batch_size"], "mode": r["mode"],
+                    "devices": r["devices"], "single_device_mode": base[0]["mode"], "overhead": float(np.median(per_round)),
+                    "overhead_spread": [float(per_round.min()), float(per_round.max())],
+                    "scaling_efficiency": float(1 / (r["devices"] * np.median(per_round)))})
+    return out
+
+
 def summary(rows: list[dict]) -> dict:
     return {
         "jax_over_torch": jax_over_torch(rows),
+        "data_parallel": data_parallel(rows),
         "batched_over_per_name": batched_over_per_name(rows),
         "scaling": scaling(rows),
         "unstable": [describe(r) for r in timed(rows) if r["unstable"]],
@@ -110,7 +139,7 @@ def table(rows: list[dict]) -> list[str]:
         lo, hi = r["step_ms_spread"]
         unstable = " UNSTABLE" if r["unstable"] else ""
         lines.append("| " + " | ".join([
-            row_label(r), r["task"], r["mode"], str(r["batch_size"]), f"{r['step_ms_median']:.3f} [{lo:.3f}-{hi:.3f}]{unstable}",
+            row_label(r), r["task"], mode_label(r), str(r["batch_size"]), f"{r['step_ms_median']:.3f} [{lo:.3f}-{hi:.3f}]{unstable}",
             f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}", f"{r['efficiency']:.2f}",
             f"{r['peak_mem_mb']:.1f}", agreement(r),
         ]) + " |")
@@ -134,6 +163,9 @@ def summary_lines(results: dict) -> list[str]:
              f"[{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s["jax_over_torch"]]
     lines += [f"- rnn, {fw}: batched / per-name training names per second = {v:.0f}x (best mode of each)"
               for fw, v in s["batched_over_per_name"].items()]
+    lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']}: {x['mode']} on {x['devices']} devices / {x['single_device_mode']} on one "
+              f"= {x['overhead']:.2f} [{x['overhead_spread'][0]:.2f}-{x['overhead_spread'][1]:.2f} over rounds], scaling efficiency "
+              f"{x['scaling_efficiency']:.2f}" for x in s.get("data_parallel", [])]
     lines += [f"- {row_label(x)} {x['task']} {x['mode']}: samples/s " + saturation(x) + " ("
               + ", ".join(f"{b}: {v:,.0f}" for b, v in x["samples_per_s"].items()) + ")" for x in s["scaling"]]
     lines += [f"- unstable (round medians more than 10% apart): {len(s['unstable'])} of {len(timed(results['rows']))} rows: "

@@ -6,7 +6,11 @@ or "infer"), mode, device, batch_size, warmup, threads, seed, init (weights
 file) and outputs (where an inference row saves its first outputs).
 
 A "peak" job prints one JSON line, the framework's float32 matmul rate, and
-exits. A "step" job talks JSON lines: it loads its framework, data and model
+exits. A data-parallel configuration (mode torch-ddp or jax-sharded, `devices`
+N > 1) trains on N devices: jax-sharded in one process with N CPU devices;
+torch-ddp in N processes, forked alike, with `rank` and `port` in their
+configs: process 0 talks to the driver and passes each command on to the
+others (torch.distributed's broadcast), which answer nothing. A "step" job talks JSON lines: it loads its framework, data and model
 and says {"event": "loaded"}; then answers {"cmd": "warmup"} (compile and
 warm up: {"event": "ready", ...}), any number of {"cmd": "round", "max_steps":
 N, "max_time": T} ({"event": "round", "times": [...]}, the seconds of each
@@ -40,25 +44,36 @@ from pathlib import Path
 MIN_STEPS = 3  # per round, however long a step takes
 
 
-def pin_threads(threads: int) -> None:
-    """Limit this process to `threads` CPUs; torch, XLA and BLAS size their pools from it."""
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, cpus[:threads])
+def pin_threads(threads: int, share: int = 0, shares: int = 1) -> None:
+    """Limit this process to `threads` CPUs (the `share`-th of `shares` equal parts of them); torch, XLA and BLAS size their pools from it."""
+    cpus = sorted(os.sched_getaffinity(0))[:threads]
+    mine = cpus[share * len(cpus) // shares : (share + 1) * len(cpus) // shares] or cpus[:1]
+    os.sched_setaffinity(0, mine)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
+        os.environ[var] = str(len(mine))
+
+
+def ddp_process(cfg: dict) -> bool:
+    return cfg.get("mode") == "torch-ddp"
 
 
 def make_backend(cfg: dict):
+    """The framework's Backend, on its `devices` (torch-ddp: this process joins the others; jax-sharded: N local devices)."""
+    devices = cfg.get("devices", 1)
     if cfg["framework"] == "torch":
         import torch
 
         from torch_impl.training import Backend
 
-        torch.set_num_threads(cfg["threads"])
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        if ddp_process(cfg):  # the variables torchrun would set
+            os.environ.update(RANK=str(cfg["rank"]), WORLD_SIZE=str(devices), LOCAL_RANK=str(cfg["rank"]), LOCAL_WORLD_SIZE=str(devices),
+                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(cfg["port"]))
     else:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         from jax_impl.training import Backend
-    return Backend(cfg["arch"], cfg["device"])
+    parallel = Backend.start_parallel([], devices if devices > 1 else None, cfg["device"], "global", 120.0)
+    return Backend(cfg["arch"], cfg["device"], parallel)
 
 
 def send(event: str, **fields) -> None:
@@ -146,14 +161,15 @@ class Configuration:
         self.backend = backend = make_backend(cfg)
         task = benchmark_task(cfg["arch"], cfg["variant"])
         warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["task"], cfg["batch_size"], cfg["warmup"], cfg["seed"])
-        to_device = lambda batches: [tuple(map(backend.to_device, b)) for b in batches]  # noqa: E731
+        put = backend.put_batch if cfg["task"] == "train" else lambda b: tuple(map(backend.to_device, b))  # a training batch: split for data parallelism
+        to_device = lambda batches: [put(b) for b in batches]  # noqa: E731
         self.warm, self.timed = to_device(warm), to_device(timed)  # data on the device before timing
         backend.sync([a for b in self.warm + self.timed for a in b])
         self.memory = Memory(cfg["framework"], cfg["device"], backend)  # the baseline: data in, no model yet
         model = backend.init_model(cfg["seed"], Path(cfg["init"]), task.weights_spec(), **model_kwargs(cfg["arch"], cfg["variant"]))
         if cfg["task"] == "train":
             optimizer = backend.make_optimizer(model, cfg["lr"])
-            self.fn = backend.compile_step(model, optimizer, task.train_step(backend.arch), cfg["mode"])
+            self.fn = backend.compile_step(model, optimizer, task.train_step(backend.arch), cfg["mode"], task.networks)
         else:
             self.fn = backend.compile_inference(model, task.infer_step(backend.arch), cfg["mode"])
         self.last = None
@@ -238,18 +254,32 @@ def matmul_peak(cfg: dict, backend) -> dict:
     return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times[3:])) / 1e9, "matmul_n": n}
 
 
+def commands(cfg: dict):
+    """The driver's commands: from stdin; in a torch-ddp configuration's other processes, from process 0."""
+    if not ddp_process(cfg):
+        yield from map(json.loads, sys.stdin)
+        return
+    import torch.distributed as dist
+
+    lines = iter(sys.stdin) if cfg["rank"] == 0 else None
+    while True:
+        shared = [json.loads(next(lines, '{"cmd": "finish"}')) if lines is not None else None]
+        dist.broadcast_object_list(shared, src=0)
+        yield shared[0]
+
+
 def serve(cfg: dict) -> None:
     """The "step" job: load, then answer the driver's commands until it says finish."""
     config = Configuration(cfg)
     send("loaded")
-    for line in sys.stdin:
-        command = json.loads(line)
+    for command in commands(cfg):
         if command["cmd"] == "warmup":
             send("ready", **config.warm_up())
         elif command["cmd"] == "round":
             send("round", times=config.round(command["max_steps"], command["max_time"]))
         elif command["cmd"] == "finish":
             send("done", **config.finish())
+            config.backend.finish()
             return
 
 
@@ -315,7 +345,7 @@ def main(argv: list[str]) -> None:
         fork_server(argv[1], int(argv[2]), int(argv[3]))
         return
     cfg = json.loads(Path(argv[0]).read_text())
-    pin_threads(cfg["threads"])
+    pin_threads(cfg["threads"], cfg.get("rank", 0), cfg.get("devices", 1) if ddp_process(cfg) else 1)
     try:
         if cfg["job"] == "peak":
             send("done", **matmul_peak(cfg, make_backend(cfg)))
