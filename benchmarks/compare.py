@@ -324,7 +324,7 @@ class Worker:
         return self.expect(event)
 
     def close(self) -> None:
-        for pid in [self.pid, *(pid for pid, _ in self.followers)] if not self.finished else []:
+        for pid in [self.pid] * (not self.finished) + [pid for pid, _ in self.followers]:  # followers: done when process 0 is
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for stream in (self.stdin, self.stdout, self.stderr, *(stderr for _, stderr in self.followers)):

@@ -187,7 +187,7 @@ class Configuration:
             out = self.call(batch)
             times.append(time.perf_counter() - start)
             first = out if first is None else first
-        steady = self.steady_step_s()
+        steady = self.steady = self.steady_step_s()
         self.memory.trim()
         result = {"warmup_steps": len(self.warm), "compile_s": sum(max(t - steady, 0.0) for t in times)}
         if self.cfg["task"] == "train":
@@ -219,6 +219,10 @@ class Configuration:
         times = self.timed_steps(max_steps, max_time)
         self.memory.end_round()
         return times
+
+    def steps_within(self, max_steps: int, max_time: float) -> int:
+        """How many steps a round of max_steps / max_time takes at the warm-up's steady pace (at least MIN_STEPS)."""
+        return max(MIN_STEPS, min(max_steps, int(max_time / max(self.steady, 1e-9))))
 
     def finish(self) -> dict:
         result = {
@@ -254,8 +258,12 @@ def matmul_peak(cfg: dict, backend) -> dict:
     return {"peak_gflops_per_s": 2 * n**3 / float(np.median(times[3:])) / 1e9, "matmul_n": n}
 
 
-def commands(cfg: dict):
-    """The driver's commands: from stdin; in a torch-ddp configuration's other processes, from process 0."""
+def commands(cfg: dict, config: Configuration):
+    """The driver's commands: from stdin; in a torch-ddp configuration's other processes, from process 0.
+
+    The processes of a torch-ddp step must take the same number of steps, so
+    process 0 turns a round's time limit into a count, the same for all.
+    """
     if not ddp_process(cfg):
         yield from map(json.loads, sys.stdin)
         return
@@ -264,6 +272,8 @@ def commands(cfg: dict):
     lines = iter(sys.stdin) if cfg["rank"] == 0 else None
     while True:
         shared = [json.loads(next(lines, '{"cmd": "finish"}')) if lines is not None else None]
+        if lines is not None and shared[0]["cmd"] == "round":
+            shared[0] = {**shared[0], "max_steps": config.steps_within(shared[0]["max_steps"], shared[0]["max_time"]), "max_time": float("inf")}
         dist.broadcast_object_list(shared, src=0)
         yield shared[0]
 
@@ -272,7 +282,7 @@ def serve(cfg: dict) -> None:
     """The "step" job: load, then answer the driver's commands until it says finish."""
     config = Configuration(cfg)
     send("loaded")
-    for command in commands(cfg):
+    for command in commands(cfg, config):
         if command["cmd"] == "warmup":
             send("ready", **config.warm_up())
         elif command["cmd"] == "round":

@@ -46,7 +46,7 @@ def start(devices: int | None, device: str, batchnorm: str, timeout: float,
                    f"within {timeout:g} s (--dist-timeout)")
         with bounded_wait(timeout, message):  # JAX's own deadline aborts the process: ours comes first
             jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=int(timeout) + 60)
-    if device == "gpu" or (device == "auto" and gpus()):
+    if devices > 1 and (device == "gpu" or (device == "auto" and gpus())):  # no GPU at all: select_device says so
         check_devices(devices, len(gpus()), "GPUs JAX sees")
     return Parallel(replicas=devices * num_processes, rank=process_id, processes=num_processes, batchnorm=batchnorm)
 

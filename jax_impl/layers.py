@@ -247,7 +247,7 @@ class BatchNorm(nnx.Module):
             raise ValueError(f"BatchNorm in train mode needs more than 1 value per channel, got {n}")  # per replica
         m = self.momentum
         self.mean[...] = jax.lax.stop_gradient((1 - m) * self.mean[...] + m * mean)
-        self.var[...] = jax.lax.stop_gradient((1 - m) * self.var[...] + m * var * (n / (n - 1)))
+        self.var[...] = jax.lax.stop_gradient((1 - m) * self.var[...] + m * (var * (n / (n - 1))))
         self.num_batches_tracked[...] += 1
 
     def set_view(self, use_running_average: bool | None = None):

@@ -221,7 +221,7 @@ class Backend:
         with jax.default_device(self.device):
             return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: tuple[str, ...] = ()) -> CompiledStep:
+    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: dict[str, bool] | None = None) -> CompiledStep:
         """The step jit-compiled (`networks` is torch's business: one compiled function partitions every network alike)."""
         default = DATA_PARALLEL_MODE if self.sharding is not None else MODES[0]
         return CompiledStep(step, model, optimizer, mode or default, self.parallel, self.sharding)

@@ -145,10 +145,11 @@ class Backend(Protocol):
     def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None) -> None: ...
 
     @staticmethod
-    def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel:
-        """Set up a data-parallel run before anything else touches the framework: torch launches --devices processes of the
-        command (torchrun) or joins torchrun's process group; JAX asks for the local devices and joins jax.distributed
-        (its framework_flags: coordinator, num_processes, process_id). Waits at most `timeout` s for the peers."""
+    def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel | None:
+        """Set up a data-parallel run before anything else touches the framework: torch runs --devices processes of the
+        command (torchrun's launcher; None once they have trained) or joins torchrun's process group; JAX asks for the
+        local devices and joins jax.distributed (its framework_flags: coordinator, num_processes, process_id). Waits at
+        most `timeout` s for the peers."""
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs: Any) -> Model:
         """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given (its metadata checked against `expected`)."""
@@ -158,7 +159,8 @@ class Backend(Protocol):
 
     def make_optimizer(self, model: Model, lr: float) -> Optimizer: ...
 
-    def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None, networks: tuple[str, ...] = ()) -> CompiledStep:
+    def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None,
+                     networks: dict[str, bool] | None = None) -> CompiledStep:
         """`step` bound to model and optimizer, compiled for `mode` (default: the framework's first, or its data-parallel mode on
         several devices, which returns the global batch's losses); `networks`: Task.networks."""
 

@@ -41,7 +41,9 @@ class Task:
     arch: str
     contract: type = ModelModule  # the protocol the architecture's modules satisfy (shared/contract.py)
     loss_names: tuple[str, ...] = ("loss",)  # what the step returns: one loss, or a vector of these
-    networks: tuple[str, ...] = ()  # the model's parts its step calls by name (torch's DDP wraps each); () the model itself
+    # The model's parts its step calls by name, each with whether a phase uses only part of it (torch's DDP
+    # wraps each, and must then look for the unused parameters); none: the step calls the model itself.
+    networks: dict[str, bool] = {}
     fixed_batch_size: int | None = None  # set when the variant defines its batch size
     min_train_batch: int = 1  # the smallest batch a training step is defined on
     n_train: int
@@ -243,7 +245,7 @@ class GanTask(Task):
     arch = "gan"
     contract = GanModule
     loss_names = ("d_loss", "g_loss")
-    networks = ("generator", "discriminator")
+    networks = {"generator": False, "discriminator": False}
     quality = ("frechet_distance", "min")
 
     def __init__(self, data: Mnist, variant: str | None = None):
@@ -309,7 +311,7 @@ class AaeTask(Task):
 
     arch = "aae"
     contract = AaeModule
-    networks = ("encoder", "decoder", "discriminator", "discriminator_cat")
+    networks = {"encoder": True, "decoder": False, "discriminator": False, "discriminator_cat": False}  # classification: not Q's z head
     labelled_seed = 17  # which training images keep their labels: the same in every run
 
     def __init__(self, data: Mnist, variant: str | None = None, labels: int | None = None):
@@ -517,7 +519,7 @@ class RnnTask(ClassifierTask):
 
     arch = "rnn"
     contract = RnnModule
-    networks = ("hid_fc", "out_fc")  # the batched step calls the cell's two layers, not the cell
+    networks = {"hid_fc": False, "out_fc": False}  # the batched step calls the cell's two layers, not the cell
 
     def __init__(self, names: Names, variant: str | None = None):
         super().__init__(variant)

@@ -230,11 +230,13 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
     batchnorm = args.batchnorm or BATCHNORM_STATS[0]
     distributed_flags = {k: getattr(args, k) for k in ("coordinator", "num_processes", "process_id") if hasattr(args, k)}
     check_data_parallel(args.arch, task.variant, task.fixed_batch_size, batch_size, (args.devices or 1) * distributed_flags.get("num_processes", 1))
-    parallel = backend_cls.start_parallel(argv, args.devices, args.device, batchnorm, args.dist_timeout, **distributed_flags)
-    check_data_parallel(args.arch, task.variant, task.fixed_batch_size, batch_size, parallel.replicas)
-    lr = args.lr or hp.lr
     run_name = label(args.arch, task.variant).replace("/", "-")
     out = args.out or Path("runs") / f"{run_name}-{framework}"
+    parallel = backend_cls.start_parallel(argv, args.devices, args.device, batchnorm, args.dist_timeout, **distributed_flags)
+    if parallel is None:  # this process started the run's processes (torch --devices N), which trained and wrote it
+        return json.loads((out / "metrics.json").read_text())
+    check_data_parallel(args.arch, task.variant, task.fixed_batch_size, batch_size, parallel.replicas)
+    lr = args.lr or hp.lr
     if parallel.writer:
         prepare_out_dir(out)
 

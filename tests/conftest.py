@@ -56,7 +56,6 @@ import jax  # noqa: E402
 from jax_impl.training import pin_float32_precision as pin_jax  # noqa: E402
 from torch_impl.training import pin_float32_precision as pin_torch  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 2)  # two CPU devices in every test process: the data-parallel tests shard over them
 jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)  # this process, whenever JAX was first imported
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -13,7 +13,10 @@ single device or data-parallel (torch-ddp, jax-sharded), and its put_batch.
 
 `python tests/data_parallel.py OUT CASE...`, started by torchrun with two
 processes (run_ddp), computes torch's under DistributedDataParallel; process 0
-writes OUT/CASE.npz.
+writes OUT/CASE.npz. `python tests/data_parallel.py --jax OUT CASE...`
+(run_jax) computes JAX's on one device and sharded over two, in a process of
+its own with two CPU devices (the test processes keep JAX's default of one).
+A CASE may end in ":float64".
 """
 from __future__ import annotations
 
@@ -234,14 +237,68 @@ def assert_trajectories_match(actual: dict, expected: dict, start: dict, bounds,
 
 
 # ---------------------------------------------------------------- torch under torchrun
+def run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
 def run_ddp(cases: list[str], folder: Path) -> dict[str, dict[str, np.ndarray]]:
     """torch's results of `cases` under DDP: this file run by torchrun in REPLICAS processes; {case: results}."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={REPLICAS}", __file__, str(folder), *cases]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"torchrun {Path(__file__).name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={REPLICAS}", __file__, str(folder), *cases],
+        f"torchrun {Path(__file__).name}")
     return {name: dict(np.load(folder / file_name(*name.partition(":")[::2]))) for name in cases}
+
+
+def run_jax(cases: list[str], folder: Path) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """JAX's results of `cases`, {case: (on one device, sharded over REPLICAS)}, from a process with REPLICAS CPU devices."""
+    run([sys.executable, __file__, "--jax", str(folder), *cases], f"{Path(__file__).name} --jax")
+    return {name: tuple(dict(np.load(folder / f"jax-{how}-{file_name(*name.partition(':')[::2])}")) for how in ("single", "sharded"))
+            for name in cases}
+
+
+BATCHNORM_CASES = ("batchnorm@global", "batchnorm@per-replica")  # run_jax's BatchNorm layer alone (jax_batchnorm)
+
+
+def jax_batchnorm(statistics: str) -> dict[str, np.ndarray]:
+    """A BatchNorm in train mode on a batch of 8 sharded over REPLICAS devices: its input, output and running statistics."""
+    import jax
+    from flax import nnx
+
+    from jax_impl.distributed import Sharding, make_mesh, per_replica_batchnorm
+    from jax_impl.layers import BatchNorm
+
+    x = np.random.default_rng(3).normal(2.0, 3.0, (8, 5, 5, 4)).astype(np.float32)
+    bn = BatchNorm(4, eps=1e-5, momentum=0.1)
+    if statistics == "per-replica":
+        per_replica_batchnorm(bn, REPLICAS)
+    sharding = Sharding(make_mesh("cpu", REPLICAS))
+    graphdef, state = nnx.split(bn)
+
+    @jax.jit
+    def forward(state, x):
+        model = nnx.merge(graphdef, state)
+        return model(x), nnx.state(model)
+
+    y, new_state = forward(jax.tree.map(lambda a: sharding.put(a, sharding.replicated), state), sharding.put(x, sharding.batch))
+    nnx.update(bn, new_state)
+    return {"x": x, "y": np.asarray(y), "mean": np.asarray(bn.mean[...]), "var": np.asarray(bn.var[...])}
+
+
+def main_jax(folder: Path, cases: list[str]) -> None:
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", REPLICAS)
+    for name in cases:
+        case, _, dtype = name.partition(":")
+        if case in BATCHNORM_CASES:
+            for how in ("single", "sharded"):  # one computation, saved under both names run_jax reads
+                np.savez(folder / f"jax-{how}-{file_name(case)}", **jax_batchnorm(case.partition("@")[2]))
+            continue
+        with jax.enable_x64(dtype == "float64"):
+            for how in ("single", "sharded"):
+                results = jax_case(case, case_weights(case, folder), case_batches(case), how == "sharded", dtype or "float32")
+                np.savez(folder / f"jax-{how}-{file_name(case, dtype)}", **results)
 
 
 def main(folder: Path, cases: list[str]) -> None:
@@ -260,4 +317,7 @@ def main(folder: Path, cases: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    if sys.argv[1] == "--jax":
+        main_jax(Path(sys.argv[2]), sys.argv[3:])
+    else:
+        main(Path(sys.argv[1]), sys.argv[2:])

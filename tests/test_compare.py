@@ -295,6 +295,9 @@ def test_the_per_name_warm_up_compiles_every_name_length():
         (["--seed", "-1"], ["--seed", "from 0 to 2^63 - 1", "got -1"]),
         (["--seed", str(2**63)], ["--seed", "from 0 to 2^63 - 1"]),
         (["--seed", str(2**64)], ["--seed", "from 0 to 2^63 - 1"]),
+        (["--arch", "mlp", "--devices", "500"], ["--devices 500: this machine has"]),
+        (["--arch", "mlp", "--devices", "2", "--batch-size", "999"], ["--batch-size 999 is not divisible by --devices 2"]),
+        (["--arch", "mlp", "--mode", "torch-ddp", "jax-sharded"], ["data-parallel modes run with --devices N"]),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, words, tmp_path):
@@ -332,6 +335,30 @@ def test_jax_over_torch_takes_the_best_torch_mode_in_each_round():
             made_up("jax-jit", 64, [5.0, 4.0, 6.0])]
     (x,) = report.jax_over_torch(rows)
     assert x["median"] == pytest.approx(0.5) and x["spread"] == pytest.approx([0.5, 0.6])  # 5/10, 4/8, 6/10
+
+
+def test_data_parallel_rows_are_scaled_against_their_framework_on_one_device_round_by_round():
+    rows = [made_up("torch-eager", 64, [10.0, 20.0, 10.0]), made_up("torch-compile", 64, [1.0, 1.0, 1.0]),
+            {**made_up("torch-ddp", 64, [8.0, 10.0, 6.0]), "devices": 2}, made_up("jax-jit", 64, [5.0, 4.0, 6.0]),
+            {**made_up("jax-sharded", 64, [5.0, 5.0, 6.0]), "devices": 2}]
+    torch_ddp, jax_sharded = report.data_parallel(rows)
+    assert torch_ddp["single_device_mode"] == "torch-eager"  # DDP's step is eager: torch.compile is not its yardstick
+    assert torch_ddp["overhead"] == pytest.approx(0.6) and torch_ddp["overhead_spread"] == pytest.approx([0.5, 0.8])  # 8/10, 10/20, 6/10
+    assert torch_ddp["scaling_efficiency"] == pytest.approx(1 / 1.2)
+    assert jax_sharded["overhead"] == pytest.approx(1.0) and jax_sharded["scaling_efficiency"] == pytest.approx(0.5)
+    (ratio,) = report.jax_over_torch(rows)  # single-device modes only
+    assert ratio["median"] == pytest.approx(5.0)
+
+
+@pytest.mark.slow
+def test_data_parallel_rows_train_on_two_devices_and_agree(tmp_path):
+    results, stdout = run_compare(tmp_path, "--arch", "mlp", "--task", "train", "--mode", "torch-eager", "jax-jit", "torch-ddp",
+                                  "jax-sharded", "--devices", "2", "--repeats", "2", "--steps", "10", "--warmup", "1")
+    assert [(r["mode"], r["devices"]) for r in results["rows"]] == [("torch-eager", 1), ("jax-jit", 1), ("torch-ddp", 2), ("jax-sharded", 2)]
+    assert all(r["loss_agrees"] for r in results["rows"])  # the same first-step loss on one device and on two
+    assert "processes" in row(results, "train", "torch-ddp", 1000)["device_name"] and "x 2 devices" in row(results, "train", "jax-sharded", 1000)["device_name"]
+    assert [x["mode"] for x in results["summary"]["data_parallel"]] == ["torch-ddp", "jax-sharded"]
+    assert "torch-ddp on 2 devices / torch-eager on one" in stdout
 
 
 def test_saturation_is_the_smallest_batch_within_ten_percent_of_the_best():

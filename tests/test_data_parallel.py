@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -60,16 +59,36 @@ def folder(tmp_path_factory):
     return path
 
 
+def group_of(case: str) -> tuple[str, ...]:
+    """The cases computed together: the default ones; the slow ones with the float64 and per-replica runs."""
+    if case in (*DEFAULT_CASES, *dp.BATCHNORM_CASES):
+        return tuple(DEFAULT_CASES)
+    return (*SLOW_CASES, *(f"{c}:float64" for c in DATA_PARALLEL_FLOAT32_EXCEPTIONS), "cnn@per-replica")
+
+
 @functools.cache
 def _ddp(folder, cases: tuple[str, ...]) -> dict:
     return dp.run_ddp(list(cases), folder)
 
 
+@functools.cache
+def _jax(folder, cases: tuple[str, ...]) -> dict:
+    batchnorm = dp.BATCHNORM_CASES if cases == tuple(DEFAULT_CASES) else ()  # the layer's checks ride with the default cases
+    return dp.run_jax([*cases, *batchnorm], folder)
+
+
+def name(case: str, dtype: str) -> str:
+    return case if dtype == "float32" else f"{case}:{dtype}"
+
+
 def ddp_results(folder, case: str, dtype: str = "float32") -> dict:
-    """torch DDP's results: the default cases in one torchrun, the slow ones (with the float64 and per-replica runs) in another."""
-    group = tuple(DEFAULT_CASES) if case in DEFAULT_CASES else (
-        *SLOW_CASES, *(f"{c}:float64" for c in DATA_PARALLEL_FLOAT32_EXCEPTIONS), "cnn@per-replica")
-    return _ddp(folder, group)[case if dtype == "float32" else f"{case}:{dtype}"]
+    """torch DDP's results, two processes under torchrun."""
+    return _ddp(folder, group_of(case))[name(case, dtype)]
+
+
+def jax_results(folder, case: str, sharded: bool, dtype: str = "float32") -> dict:
+    """JAX's results, on one device or sharded over two, from a process with two CPU devices."""
+    return _jax(folder, group_of(case))[name(case, dtype)][sharded]
 
 
 @functools.cache
@@ -77,12 +96,6 @@ def single_results(folder, framework: str, case: str, dtype: str = "float32") ->
     if framework == "torch":
         return dp.torch_case(case, dp.case_weights(case, folder), dp.case_batches(case), None, dtype)
     return jax_results(folder, case, False, dtype)
-
-
-@functools.cache
-def jax_results(folder, case: str, sharded: bool, dtype: str = "float32") -> dict:
-    with jax.enable_x64(dtype == "float64"):
-        return dp.jax_case(case, dp.case_weights(case, folder), dp.case_batches(case), sharded, dtype)
 
 
 def parallel_results(folder, framework: str, case: str, dtype: str = "float32") -> dict:
@@ -137,34 +150,17 @@ def numpy_batchnorm(x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, 
 
 
 @pytest.mark.parametrize("statistics", ["global", "per-replica"])
-def test_jax_batchnorm_statistics_under_sharding(statistics):
+def test_jax_batchnorm_statistics_under_sharding(folder, statistics):
     """On a batch sharded over 2 devices: global statistics are the whole batch's; per-replica statistics each slice's,
     and the running statistics follow the first slice's (as torch DDP keeps process 0's)."""
-    from flax import nnx
-
-    from jax_impl.distributed import Sharding, make_mesh, per_replica_batchnorm
-    from jax_impl.layers import BatchNorm
-
-    x = np.random.default_rng(3).normal(2.0, 3.0, (8, 5, 5, 4)).astype(np.float32)
-    bn = BatchNorm(4, eps=1e-5, momentum=0.1)
-    if statistics == "per-replica":
-        per_replica_batchnorm(bn, 2)
-    sharding = Sharding(make_mesh("cpu", 2))
-    graphdef, state = nnx.split(bn)
-
-    @jax.jit
-    def forward(state, x):
-        model = nnx.merge(graphdef, state)
-        return model(x), nnx.state(model)
-
-    y, new_state = forward(jax.tree.map(lambda a: sharding.put(a, sharding.replicated), state), sharding.put(x, sharding.batch))
-    nnx.update(bn, new_state)
+    out = jax_results(folder, f"batchnorm@{statistics}", True)
+    x = out["x"]
     slices = [x] if statistics == "global" else [x[:4], x[4:]]
     expected = [numpy_batchnorm(s, 1e-5) for s in slices]
-    assert_close(np.asarray(y), np.concatenate([e[0] for e in expected]), 1e-5, f"{statistics} BatchNorm output")
+    assert_close(out["y"], np.concatenate([e[0] for e in expected]), 1e-5, f"{statistics} BatchNorm output")
     _, mean, var = expected[0]
-    assert_close(np.asarray(bn.mean[...]), 0.1 * mean, 1e-5, "running mean")
-    assert_close(np.asarray(bn.var[...]), 0.9 + 0.1 * var, 1e-5, "running variance")
+    assert_close(out["mean"], 0.1 * mean, 1e-5, "running mean")
+    assert_close(out["var"], 0.9 + 0.1 * var, 1e-5, "running variance")
 
 
 # ---------------------------------------------------------------- bad input
@@ -184,6 +180,7 @@ def test_a_data_parallel_run_the_model_or_machine_cannot_do_is_a_one_line_error(
     assert one_line_error(capsys.readouterr().err).startswith(f"error: {message}")
 
 
+@pytest.mark.slow  # two framework starts in subprocesses and two 3 s waits: 11 s the default suite cannot spare
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_a_process_that_cannot_reach_its_peers_stops_with_a_one_line_error_naming_the_address(framework, tmp_path):
     """Process 1 of 2 with nobody at the address: a bounded wait (--dist-timeout), then one line naming it; never a hang."""

@@ -241,9 +241,12 @@ class TrajectoryBounds:
         self.running_mean, self.running_var = running_mean, running_var
 
 
+# The CNN's losses: step 1, before any update, to TRAJECTORY_LOSS_RTOL; the later ones to the BatchNorm bound.
+# The single-device test holds its first 3 steps strict (JAX vs torch); JAX on 2 devices against 1 measured
+# 2.9e-5 at step 3: its float32 convolution gradients differ by 5.4e-6 (above), which Adam's per-entry
+# normalisation turns into O(lr) steps of the small entries, as BATCHNORM_TRAJECTORY_* describes.
 TRAJECTORY_BOUNDS = {
-    "cnn": TrajectoryBounds(BATCHNORM_TRAJECTORY_LOSS_RTOL, TRAJECTORY_LOSS_RTOL, BATCHNORM_TRAJECTORY_STRICT_STEPS,
-                            BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL),
+    "cnn": TrajectoryBounds(BATCHNORM_TRAJECTORY_LOSS_RTOL, TRAJECTORY_LOSS_RTOL, 1, BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL),
     "vae": TrajectoryBounds(BATCHNORM_TRAJECTORY_LOSS_RTOL, TRAJECTORY_LOSS_RTOL, BATCHNORM_TRAJECTORY_STRICT_STEPS,
                             BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, ("conv1.bias", "conv2.bias", "deconv1.bias"),
                             running_mean=VAE_TRAJECTORY_RUNNING_MEAN_RTOL),

@@ -91,29 +91,33 @@ class DistributedDataParallel(nn.parallel.DistributedDataParallel):
             return getattr(self.module, name)
 
 
-def replicated(model: nn.Module, networks: tuple[str, ...], parallel: Parallel) -> nn.Module:
-    """The model as a data-parallel step sees it: each of its `networks` (the model itself if none) wrapped in DDP.
+def replicated(model: nn.Module, networks: dict[str, bool], parallel: Parallel) -> nn.Module:
+    """The model as a data-parallel step sees it: each of its `networks` (Task.networks; the model itself if none) wrapped in DDP.
 
     DDP averages a network's gradients only when its forward runs through the
     wrapper, so a model whose step calls its parts (the GAN's generator and
     discriminator, the RNN's two layers) has each part wrapped. A network that
     a phase uses only in part (the semi-supervised AAE's classification phase
-    never touches Q's z head) needs find_unused_parameters. Per-replica
+    never touches Q's z head: `networks[name]` True) needs find_unused_parameters. Per-replica
     BatchNorm statistics keep DDP's buffer broadcast before each forward: the running statistics
     are process 0's, as torch does by default. Parameters are shared with
     `model`, which the caller evaluates and saves.
     """
     if parallel.batchnorm == "global":
         sync_batchnorm(model)
-    options = {"forward_sync_buffers": parallel.batchnorm == "per-replica", "find_unused_parameters": len(networks) > 1}
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
+
+    def wrap(network: nn.Module, used_in_part: bool = False) -> DistributedDataParallel:
+        return DistributedDataParallel(network, device_ids, forward_sync_buffers=parallel.batchnorm == "per-replica",
+                                       find_unused_parameters=used_in_part)
+
     if not networks:
-        return DistributedDataParallel(model, device_ids, **options)
+        return wrap(model)
     view = copy.copy(model)
     view._modules = dict(model._modules)  # the view's own table of children; the model keeps its own
-    for name in networks:
+    for name, used_in_part in networks.items():
         if getattr(model, name, None) is not None:
-            view._modules[name] = DistributedDataParallel(getattr(model, name), device_ids, **options)
+            view._modules[name] = wrap(getattr(model, name), used_in_part)
     return view
 
 

@@ -90,12 +90,12 @@ class CompiledStep:
     """
 
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager",
-                 parallel: Parallel | None = None, networks: tuple[str, ...] = ()):
+                 parallel: Parallel | None = None, networks: dict[str, bool] | None = None):
         if (mode == DATA_PARALLEL_MODE) != (parallel is not None and parallel.processes > 1):
             raise UserError(f"--mode {mode}: {DATA_PARALLEL_MODE} is the mode of a run over several processes, and the only one")
         self.fn = compiled(step_fn, mode)
         self.optimizer, self.parallel = optimizer, parallel
-        self.model = distributed.replicated(model, networks, parallel) if mode == DATA_PARALLEL_MODE else model
+        self.model = distributed.replicated(model, networks or {}, parallel) if mode == DATA_PARALLEL_MODE else model
         model.train()
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
@@ -135,12 +135,13 @@ class Backend:
         pin_float32_precision()
 
     @staticmethod
-    def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel:
-        """--devices N > 1: launch N processes of this command (torchrun) and exit as they did; under torchrun, join its group."""
+    def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel | None:
+        """--devices N > 1: run N processes of this command (torchrun's launcher; None once they have, or exit as the first
+        failed one did); under torchrun, join its process group."""
         if devices is not None and devices > 1 and not distributed.launched():
             distributed.check_local_devices(devices, device)
             distributed.launch(argv, devices)
-            raise SystemExit(0)
+            return None
         return distributed.start(devices, device, batchnorm, timeout)
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs) -> torch.nn.Module:
@@ -193,7 +194,7 @@ class Backend:
     def make_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: tuple[str, ...] = ()) -> CompiledStep:
+    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: dict[str, bool] | None = None) -> CompiledStep:
         default = DATA_PARALLEL_MODE if self.parallel.processes > 1 else MODES[0]
         return CompiledStep(step, model, optimizer, mode or default, self.parallel, networks)
 
