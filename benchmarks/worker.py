@@ -6,19 +6,20 @@ or "infer"), mode, device, batch_size, warmup, threads, seed, init (weights
 file) and outputs (where an inference row saves its first outputs).
 
 A "peak" job prints one JSON line, the framework's float32 matmul rate, and
-exits. A data-parallel configuration (mode torch-ddp or jax-sharded, `devices`
-N > 1) trains on N devices: jax-sharded in one process with N CPU devices;
-torch-ddp in N processes, forked alike, with `rank` and `port` in their
-configs: process 0 talks to the driver and passes each command on to the
-others (torch.distributed's broadcast), which answer nothing. A "step" job talks JSON lines: it loads its framework, data and model
+exits. A "step" job talks JSON lines: it loads its framework, data and model
 and says {"event": "loaded"}; then answers {"cmd": "warmup"} (compile and
 warm up: {"event": "ready", ...}), any number of {"cmd": "round", "max_steps":
 N, "max_time": T} ({"event": "round", "times": [...]}, the seconds of each
 timed step) and {"cmd": "finish"} ({"event": "done", ...}). The driver keeps
 the other processes of a group waiting on their stdin while one of them
-times, so nothing else runs meanwhile. Any failure is {"event": "error",
-"message": ...} and exit status 2. Threads are pinned before any framework is
-imported.
+times, so nothing else runs meanwhile. A data-parallel configuration (mode
+torch-ddp or jax-sharded, `devices` N > 1) trains on N devices: jax-sharded
+in one process with N CPU devices; torch-ddp in N processes, forked alike,
+with `rank` and `port` in their configs: process 0 talks to the driver and
+passes each command on to the others (torch.distributed's broadcast), which
+answer nothing (a round's time limit becomes a step count, the same for all).
+Any failure is {"event": "error", "message": ...} and exit status 2. Threads
+are pinned before any framework is imported.
 
 Usage: python benchmarks/worker.py --fork-server FRAMEWORK THREADS FD
 The driver starts one such server per framework. It imports the framework
