@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import linear
+from jax_impl.layers import linear, widened
 from shared.hparams import hparams, variants
 
 
@@ -130,7 +130,7 @@ def _decoder_code(y, class_logits):
 def reconstruction_loss(encoder: Encoder, decoder: Decoder, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
     """BCE(P(Q(x)), x) from logits, a mean over the batch and the pixels; y: the supervised variant's one-hot labels."""
     z, class_logits = encoder(x)
-    logits = decoder(z, _decoder_code(y, class_logits))
+    logits = widened(decoder(z, _decoder_code(y, class_logits)))
     return jnp.mean(jax.nn.softplus(logits) - x * logits)  # one softplus per pixel (see jax_impl/vae_mlp.py)
 
 
@@ -151,7 +151,7 @@ def generator_loss(encoder: Encoder, discriminator: Discriminator, x: jax.Array,
 def classification_loss(encoder: Encoder, x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean cross-entropy of Q's class logits against the integer labels (the source: of softmax outputs)."""
     _, class_logits = encoder(x)
-    return optax.softmax_cross_entropy_with_integer_labels(class_logits, y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(widened(class_logits), y).mean()
 
 
 def _adam(module: nnx.Module, lr: float) -> nnx.Optimizer:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import center_crop, conv, conv_transpose, linear, max_pool2
+from jax_impl.layers import center_crop, conv, conv_transpose, linear, max_pool2, widened
 from shared.hparams import AUTOENCODER as HP
 
 
@@ -70,7 +70,7 @@ def init_model(seed: int, variant: str = "mlp") -> Autoencoder | ConvAutoencoder
 
 def loss_fn(model: Autoencoder | ConvAutoencoder, x: jax.Array) -> jax.Array:
     """Binary cross-entropy of the reconstruction, from logits, averaged over the batch and the pixels (nn.BCELoss())."""
-    logits = model(x)
+    logits = widened(model(x))
     return jnp.mean(jax.nn.softplus(logits) - x * logits)  # one softplus per pixel (see jax_impl/vae_mlp.py)
 
 

@@ -13,7 +13,7 @@ import jax
 import optax
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, conv, linear, max_pool2
+from jax_impl.layers import BatchNorm, conv, linear, max_pool2, widened
 from shared.hparams import CNN as HP
 
 
@@ -54,7 +54,7 @@ def init_model(seed: int, dropout: float | None = None) -> CNN:
 
 def loss_fn(model: CNN, x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean cross-entropy of the logits against the integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(widened(model(x)), y).mean()
 
 
 def make_optimizer(model: CNN, lr: float = HP.lr) -> nnx.Optimizer:

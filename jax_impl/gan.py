@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, conv, conv_transpose
+from jax_impl.layers import BatchNorm, conv, conv_transpose, widened
 from shared.hparams import GAN as HP
 
 
@@ -91,8 +91,8 @@ def init_model(seed: int) -> GAN:
 
 def discriminator_loss(discriminator: Discriminator, generator: Generator, x: jax.Array, z: jax.Array) -> jax.Array:
     """BCE(D(x), 1) + BCE(D(G(z)), 0), each a batch mean; no gradient into the generator."""
-    real = discriminator(x)
-    fake = discriminator(jax.lax.stop_gradient(generator(z)))
+    real = widened(discriminator(x))
+    fake = widened(discriminator(jax.lax.stop_gradient(generator(z))))
     return (
         optax.sigmoid_binary_cross_entropy(real, jnp.ones_like(real)).mean()
         + optax.sigmoid_binary_cross_entropy(fake, jnp.zeros_like(fake)).mean()
@@ -101,7 +101,7 @@ def discriminator_loss(discriminator: Discriminator, generator: Generator, x: ja
 
 def generator_loss(generator: Generator, discriminator: Discriminator, z: jax.Array) -> jax.Array:
     """BCE(D(G(z)), 1), a batch mean: the non-saturating -log D(G(z))."""
-    fake = discriminator(generator(z))
+    fake = widened(discriminator(generator(z)))
     return optax.sigmoid_binary_cross_entropy(fake, jnp.ones_like(fake)).mean()
 
 

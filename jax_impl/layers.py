@@ -4,6 +4,8 @@ Flax's defaults (LeCun-normal kernels, zero biases) differ from PyTorch's;
 using torch's scheme in both trees means a model trained from scratch in
 either framework starts from the same distribution of weights. BatchNorm
 is written here because nnx.BatchNorm's running variance is not torch's.
+The layers with weights compute in bfloat16 when asked (compute_in), as
+torch.autocast runs torch's.
 """
 from __future__ import annotations
 
@@ -23,10 +25,46 @@ def torch_uniform(bound: float):
     return init
 
 
-def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+class ComputeDtype:
+    """A layer with weights whose product runs in its `dtype` when one is set (compute_in), as torch.autocast runs it.
+
+    Flax's `dtype` casts the input, kernel and bias to it; the product then
+    accumulates in float32 (preferred_element_type) and the output returns to
+    `dtype`, what torch's bfloat16 linear and convolutions return. Asked for a
+    bfloat16 result directly, XLA:CPU takes a slow path (../shared/FIELD-NOTES.md).
+    """
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        y = super().__call__(inputs)
+        return y if self.dtype is None else y.astype(self.dtype)
+
+
+class Linear(ComputeDtype, nnx.Linear):
+    pass
+
+
+class Conv(ComputeDtype, nnx.Conv):
+    pass
+
+
+def widened(x: jax.Array) -> jax.Array:
+    """x in float32, or as it is if wider (float64): what a loss reads, as torch.autocast runs torch's losses in float32."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def compute_in(model: nnx.Module, dtype) -> nnx.Module:
+    """Every Linear, Conv and ConvTranspose of `model` computes in `dtype` (None: float32, as its parameters); the model."""
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, ComputeDtype):
+            module.dtype = dtype
+            module.preferred_element_type = None if dtype is None else jnp.float32
+    return model
+
+
+def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> Linear:
     """nnx.Linear with torch.nn.Linear's init: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in))."""
     bound = 1.0 / math.sqrt(in_features)
-    return nnx.Linear(
+    return Linear(
         in_features,
         out_features,
         use_bias=use_bias,
@@ -46,7 +84,7 @@ def conv(
     padding: int = 0,
     use_bias: bool = True,
     kernel_init=None,
-) -> nnx.Conv:
+) -> Conv:
     """A 2-d nnx.Conv (NHWC) with torch.nn.Conv2d's arguments and init.
 
     Weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in =
@@ -57,7 +95,7 @@ def conv(
     the weight's initializer (DCGAN draws N(0, 0.02)).
     """
     bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
-    return nnx.Conv(
+    return Conv(
         in_channels,
         out_channels,
         (kernel_size, kernel_size),
@@ -70,7 +108,7 @@ def conv(
     )
 
 
-class ConvTranspose(nnx.ConvTranspose):
+class ConvTranspose(ComputeDtype, nnx.ConvTranspose):
     """nnx.ConvTranspose, computed on CPU as matmuls when the stride is above 1 (same parameters, same result).
 
     XLA:CPU runs a strided transposed convolution's kernel gradient as a
@@ -87,8 +125,12 @@ class ConvTranspose(nnx.ConvTranspose):
         if jax.default_backend() != "cpu" or stride == 1:
             return super().__call__(inputs)
         padding = self.kernel_size[0] - 1 - self.padding[0][0]  # back to torch's padding
-        y = conv_transpose_by_phases(inputs, self.kernel[...], stride, padding)
-        return y if self.bias is None else y + self.bias[...]
+        kernel = self.kernel[...]
+        if self.dtype is not None:
+            inputs, kernel = inputs.astype(self.dtype), kernel.astype(self.dtype)
+        y = conv_transpose_by_phases(inputs, kernel, stride, padding)
+        y = y if self.bias is None else y + self.bias[...].astype(kernel.dtype)
+        return y if self.dtype is None else y.astype(self.dtype)
 
 
 def _phases(k: int, stride: int, padding: int, n_out: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
@@ -112,10 +154,14 @@ def _window_padding(phases: list[tuple[int, int, list[tuple[int, int]]]], size: 
 
 
 def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    """torch's conv_transpose2d(stride, padding) of NHWC `x` with nnx.ConvTranspose's (kh, kw, in, out) kernel, as matmuls."""
+    """torch's conv_transpose2d(stride, padding) of NHWC `x` with nnx.ConvTranspose's (kh, kw, in, out) kernel, as matmuls.
+
+    The products accumulate in float32 at least (bfloat16 inputs under compute_in; float64 stays float64).
+    """
     b, h, w, c_in = x.shape
     k, c_out = kernel.shape[0], kernel.shape[-1]
     taps = kernel[::-1, ::-1]  # nnx's kernel is torch's flipped in space
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)
     h_out, w_out = (h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k
     rows, cols = _phases(k, stride, padding, h_out), _phases(k, stride, padding, w_out)
     (top, bottom), (left, right) = _window_padding(rows, h), _window_padding(cols, w)
@@ -126,7 +172,8 @@ def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, paddi
         phase_row = []
         for n_b, c_b, taps_b in cols:
             y = sum(
-                x[:, top + c_a - t : top + c_a - t + n_a, left + c_b - u : left + c_b - u + n_b, :].reshape(-1, c_in) @ taps[i, j]
+                jnp.matmul(x[:, top + c_a - t : top + c_a - t + n_a, left + c_b - u : left + c_b - u + n_b, :].reshape(-1, c_in), taps[i, j],
+                           preferred_element_type=accumulate)
                 for t, i in taps_a
                 for u, j in taps_b
             ).reshape(b, n_a, n_b, c_out)
@@ -223,6 +270,10 @@ class BatchNorm(nnx.Module):
         self.replicas = 1
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        wide = jnp.promote_types(x.dtype, jnp.float32)  # a bfloat16 input in float32, as torch's kernel computes it
+        return self.normalize_any(x.astype(wide)).astype(x.dtype)
+
+    def normalize_any(self, x: jax.Array) -> jax.Array:
         if self.use_running_average:
             return self.normalize(x, self.mean[...], self.var[...])
         if self.replicas > 1:  # each replica's slice on its own: (replicas, slice, ..., features)

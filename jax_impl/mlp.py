@@ -9,7 +9,7 @@ import jax
 import optax
 from flax import nnx
 
-from jax_impl.layers import linear
+from jax_impl.layers import linear, widened
 from shared.hparams import MLP as HP
 
 
@@ -35,7 +35,7 @@ def init_model(seed: int) -> MLP:
 
 def loss_fn(model: MLP, x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean cross-entropy of the logits against the integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(widened(model(x)), y).mean()
 
 
 def make_optimizer(model: MLP, lr: float = HP.lr) -> nnx.Optimizer:

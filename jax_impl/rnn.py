@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import linear
+from jax_impl.layers import linear, widened
 from shared.hparams import RNN_PER_NAME as HP
 
 
@@ -52,7 +52,7 @@ def loss_fn_per_name(model: RNN, chars: jax.Array, y: jax.Array) -> jax.Array:
     hidden = jnp.zeros((1, model.hidden_dim), chars.dtype)
     for char in chars:  # a Python loop, as in the source: unrolled under jit, one compilation per name length
         pred, hidden = model(char[None], hidden)
-    return -jnp.take_along_axis(pred, y[:, None], axis=1).mean()
+    return -jnp.take_along_axis(widened(pred), y[:, None], axis=1).mean()
 
 
 def train_step_per_name(model: RNN, optimizer: nnx.Optimizer, chars: jax.Array, y: jax.Array) -> jax.Array:
@@ -89,7 +89,7 @@ def last_logits(model: RNN, chars: jax.Array, lengths: jax.Array) -> jax.Array:
 
 def loss_fn(model: RNN, chars: jax.Array, lengths: jax.Array, y: jax.Array) -> jax.Array:
     """Mean NLL over the batch: the mean of the per-name losses."""
-    return -jnp.take_along_axis(last_logits(model, chars, lengths), y[:, None], axis=1).mean()
+    return -jnp.take_along_axis(widened(last_logits(model, chars, lengths)), y[:, None], axis=1).mean()
 
 
 def make_optimizer(model: RNN, lr: float = HP.lr) -> nnx.Optimizer:

@@ -14,18 +14,23 @@ from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 from jax_impl import distributed
+from jax_impl.layers import compute_in
 from jax_impl.weights import load_model, save_model
+from shared.contract import check_precision
 from shared.distributed import Parallel
 from shared.errors import UserError
 from shared.machine import cpu_name
 from shared.weights import StateDict, WeightsError, WeightsSpec
 
-MODES = ("jax-jit",)
+MODES = ("jax-jit", "jax-scan")
+SCAN_MODE = "jax-scan"  # K training steps in one compiled call, a lax.scan over K stacked batches
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the layers' computation dtype per precision (None: their parameters')
 DATA_PARALLEL_MODE = "jax-sharded"  # the step of a run over several devices: jit-compiled over a batch sharded on a mesh
 
 
@@ -47,8 +52,12 @@ def select_device(name: str) -> jax.Device:
 
 
 def to_numpy(tree: Any) -> Any:
-    """numpy copies; a replicated array of several processes gives this process's copy."""
-    return jax.tree.map(lambda a: np.asarray(distributed.local(a) if isinstance(a, jax.Array) else a), tree)
+    """numpy copies, bfloat16 as float32; a replicated array of several processes gives this process's copy."""
+    def copy(a):
+        a = np.asarray(distributed.local(a) if isinstance(a, jax.Array) else a)
+        return a.astype(np.float32) if a.dtype == jnp.bfloat16 else a
+
+    return jax.tree.map(copy, tree)
 
 
 def committed(leaves: list[jax.Array]) -> list[jax.Array]:
@@ -108,6 +117,11 @@ class CompiledStep:
     (Backend.put_batch), the state replicated on every device and pinned so;
     the compiler partitions the step and all-reduces the gradients. Its
     write_back gives the model this process's copy of the state.
+
+    jax-scan: K steps in one call, a lax.scan of the step over batches stacked
+    on a leading axis of K (each array (K, ...)); it returns the K steps'
+    losses. No Python, dispatch or transfer between the steps: what a step
+    costs without the host (docs/benchmark.md).
     """
 
     def __init__(self, step_fn, model: nnx.Module, optimizer: nnx.Optimizer, mode: str = "jax-jit",
@@ -132,8 +146,11 @@ class CompiledStep:
             loss = step_fn(model, optimizer, *batch)
             return jax.tree.leaves(nnx.state((model, optimizer))), loss
 
+        def pure_steps(leaves, *stacked):
+            return jax.lax.scan(lambda carried, batch: pure_step(carried, *batch), leaves, stacked)
+
         placed = {} if sharding is None else {"out_shardings": sharding.replicated}
-        self.fn = jax.jit(pure_step, donate_argnums=0, **placed)
+        self.fn = jax.jit(pure_steps if mode == SCAN_MODE else pure_step, donate_argnums=0, **placed)
 
     def __call__(self, *batch: jax.Array) -> jax.Array:
         self.leaves, loss = self.fn(self.leaves, *batch)
@@ -151,8 +168,8 @@ class CompiledInference:
     """
 
     def __init__(self, fn, model: nnx.Module, mode: str = "jax-jit"):
-        if mode not in MODES:
-            raise UserError(f"--mode {mode}: JAX supports {', '.join(MODES)}")
+        if mode not in MODES or mode == SCAN_MODE:
+            raise UserError(f"--mode {mode}: JAX's inference runs in {MODES[0]} ({SCAN_MODE} is a mode of training steps)")
         graphdef, state = nnx.split(eval_view(model))
         leaves, treedef = jax.tree.flatten(state)
         self.leaves = committed(leaves)
@@ -171,10 +188,11 @@ class Backend:
     modes = MODES
     data_parallel_mode = DATA_PARALLEL_MODE
 
-    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None):
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32"):
         self.arch_name = arch
         self.arch = importlib.import_module(f"jax_impl.{arch}")
         self.parallel = parallel or Parallel()
+        self.precision = check_precision(precision)
         self.device = select_device(device)
         self.sharding = None
         if self.parallel.replicas > 1:
@@ -189,9 +207,11 @@ class Backend:
         return distributed.start(devices, device, batchnorm, timeout, **framework_flags)
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs) -> nnx.Module:
+        """The model on the device, its layers computing in the precision's dtype (float32 parameters in any case)."""
         make = lambda: self.arch.init_model(seed, **model_kwargs)  # noqa: E731
         with jax.default_device(self.device):
-            return make() if init is None else model_from_file(make, init, expected)
+            model = make() if init is None else model_from_file(make, init, expected)
+        return compute_in(model, COMPUTE_DTYPES[self.precision])
 
     def seed_dropout(self, seed: int) -> None:
         """Nothing to do: the dropout keys are the model's (nnx.Rngs), drawn from the seed by init_model."""
@@ -278,6 +298,7 @@ class Backend:
         """What changes XLA's speed here: its flags, the matmul precision, the platform."""
         return {
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "precision": self.precision,
             "default_matmul_precision": jax.config.jax_default_matmul_precision,
             "platform": self.device.platform,
             "cpu_devices": len(jax.devices("cpu")),

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import linear
+from jax_impl.layers import linear, widened
 from shared.hparams import VAE_MLP as HP
 
 
@@ -62,6 +62,7 @@ def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     x*l - softplus(l) evaluates one softplus per pixel; optax's
     sigmoid_binary_cross_entropy evaluates two log-sigmoids (6% slower step on CPU).
     """
+    logits = widened(logits)
     return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, ConvTranspose
+from jax_impl.layers import BatchNorm, Conv, ConvTranspose, Linear
 from shared.weights import StateDict, WeightsSpec, check_state_dict, load_into_model, save_weights
 
 Layout = dict[str, tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]]
@@ -71,7 +71,8 @@ LAYOUTS: dict[type, Layout] = {
 }
 
 
-LAYOUTS[ConvTranspose] = LAYOUTS[nnx.ConvTranspose]  # the same layer computed another way on CPU
+# The project's layers (jax_impl/layers.py): the same parameters, computed in a chosen dtype (and another way, on CPU)
+LAYOUTS.update({Linear: LAYOUTS[nnx.Linear], Conv: LAYOUTS[nnx.Conv], ConvTranspose: LAYOUTS[nnx.ConvTranspose]})
 
 
 def _layers(model: nnx.Module):

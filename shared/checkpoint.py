@@ -26,8 +26,9 @@ from shared.weights import FORMAT, FORMAT_VERSION, StateDict, WeightsError, load
 
 FOLDER, OLD = "checkpoint", ".checkpoint-old"
 WEIGHTS, STATE, PROGRESS = "weights.safetensors", "state.safetensors", "progress.json"
-RESUMED_FLAGS = ("variant", "batch_size", "lr", "seed", "labels", "data_dir", "test_dir", "init", "devices", "batchnorm")  # a resume must find these unchanged
-FLAGS_SINCE = {"devices": None, "batchnorm": "global"}  # flags added after format version 1 began, as a checkpoint without them ran
+RESUMED_FLAGS = ("variant", "batch_size", "lr", "seed", "labels", "data_dir", "test_dir", "init", "devices", "batchnorm",
+                 "precision")  # a resume must find these unchanged
+FLAGS_SINCE = {"devices": None, "batchnorm": "global", "precision": "float32"}  # flags added after format version 1 began, as a checkpoint without them ran
 
 
 @dataclass

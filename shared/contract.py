@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from shared.distributed import Parallel
+from shared.errors import UserError
 from shared.weights import WeightsSpec
 
 Array = Any  # torch.Tensor | jax.Array
@@ -34,6 +35,16 @@ Model = Any  # torch.nn.Module | nnx.Module
 Optimizer = Any  # torch.optim.Optimizer | nnx.Optimizer | a NamedTuple of them
 Outputs = dict[str, Array]
 TrainStep = Callable[..., Array]  # (model, optimizer, *batch) -> loss(es)
+# The compute precision of training and inference (docs/precision.md): float32 throughout, or bfloat16 mixed
+# precision, float32 weights and optimizer state with the layers' products in bfloat16 (torch: torch.autocast;
+# JAX: the layers' computation dtype) and the losses in float32.
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 class ModelModule(Protocol):
@@ -141,8 +152,9 @@ class Backend(Protocol):
     data_parallel_mode: str  # the step mode of a run over several devices: torch-ddp; jax-sharded
     arch: ModelModule  # the architecture's module in this framework's tree
     parallel: Parallel  # this process's place in a data-parallel run (a single-device run's by default)
+    precision: str  # one of PRECISIONS: what the steps and the inference functions compute in
 
-    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None) -> None: ...
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32") -> None: ...
 
     @staticmethod
     def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel | None:

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.checkpoint import RESUMED_FLAGS, Progress, read_progress, read_state, weights_path, write_checkpoint
-from shared.contract import Inference
+from shared.contract import PRECISIONS, Inference
 from shared.data import batch_indices, num_batches
 from shared.distributed import BATCHNORM_STATS, DEFAULT_TIMEOUT_S, check_data_parallel
 from shared.errors import EXIT_DIVERGED, RunStopped, UserError
@@ -96,6 +96,9 @@ def build_parser(framework: str) -> ArgumentParser:
                    help="continue the run in DIR from its last checkpoint (DIR/checkpoint, written after each epoch), "
                         "bit for bit; its flags are the run's own, --epochs may go further")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="float32 (default), or bfloat16 mixed precision: float32 weights and optimizer state, the layers in bfloat16 "
+                        "(docs/precision.md)")
     add_parallel_flags(p, framework)
     return p
 
@@ -241,7 +244,8 @@ def train_main(argv: list[str] | None, backend_cls) -> dict:
         prepare_out_dir(out)
 
     args.epochs, args.batch_size, args.lr, args.seed = epochs, batch_size, lr, seed  # resolved
-    backend = backend_cls(args.arch, args.device, parallel)
+    args.precision = args.precision or PRECISIONS[0]
+    backend = backend_cls(args.arch, args.device, parallel, args.precision)
     try:
         return train(args, backend, task, progress, out, began)
     finally:
@@ -263,11 +267,11 @@ def train(args: argparse.Namespace, backend, task, progress: Progress | None, ou
         "data": task.source, "examples": {"train": task.n_train, "test": task.n_infer}, "init": str(args.init) if args.init else None,
         **task.config(),
         "replicas": parallel.replicas, "processes": parallel.processes, "batchnorm": parallel.batchnorm,
-        "versions": backend.versions(),
+        "precision": backend.precision, "versions": backend.versions(),
     }
     flags = {"arch": args.arch, "epochs": epochs, "variant": task.variant, "batch_size": batch_size, "lr": lr, "seed": seed,
              "labels": task.config().get("labels"), "data_dir": absolute(args.data_dir), "test_dir": absolute(args.test_dir),
-             "init": absolute(args.init), "devices": args.devices, "batchnorm": parallel.batchnorm}
+             "init": absolute(args.init), "devices": args.devices, "batchnorm": parallel.batchnorm, "precision": backend.precision}
     if progress is not None:
         check_same_data(f"--resume {args.resume}", {"replicas": 1, **progress.config}, config, ["data", "examples", *task.config(), "replicas"])
     title = f"{label(args.arch, task.variant)}, {framework}"

@@ -33,6 +33,10 @@ from benchmarks.inputs import benchmark_task, draw_batches, model_kwargs, write_
 from shared.distributed import Parallel  # noqa: E402
 from shared.hparams import HPARAMS  # noqa: E402
 
+# The architectures whose step takes a batch: one runs in the default suite, the rest take minutes (slow)
+DEFAULT_CASES = ["mlp"]
+SLOW_CASES = ["cnn", "rnn/batched", "autoencoder/mlp", "autoencoder/conv", "vae", "vae_mlp", "gan",
+              "aae/unsupervised", "aae/supervised", "aae/semisupervised"]
 REPLICAS = 2
 BATCH = 20  # the global batch: 10 examples per replica
 # ...but the CNN's, whose float32 trajectory bounds were measured at its own batch of 100 (tests/test_parity_cnn.py):
@@ -99,15 +103,16 @@ class TorchRecorder:
                               for p in self.params})
 
 
-def torch_case(case: str, weights: Path, batches, parallel: Parallel | None, dtype: str = "float32") -> dict[str, np.ndarray]:
-    """torch's results on one device, or as one process of a data-parallel run (the gradients: the averaged ones)."""
+def torch_case(case: str, weights: Path, batches, parallel: Parallel | None, dtype: str = "float32", precision: str = "float32") -> dict[str, np.ndarray]:
+    """torch's results on one device, or as one process of a data-parallel run (the gradients: the averaged ones); `precision`: the
+    Backend's (bfloat16: float32 weights, tests/test_precision.py)."""
     import torch
 
     from torch_impl.training import Backend, optimizers_of
     from torch_impl.weights import state_dict_from_model
 
     arch, variant, _ = parse(case)
-    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel)
+    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel, precision)
     lr, batches = trajectory_lr(case), [in_dtype(b, dtype) for b in batches]
 
     def new_model():
@@ -131,7 +136,7 @@ def torch_case(case: str, weights: Path, batches, parallel: Parallel | None, dty
 
 
 # ---------------------------------------------------------------- JAX
-def jax_case(case: str, weights: Path, batches, sharded: bool, dtype: str = "float32") -> dict[str, np.ndarray]:
+def jax_case(case: str, weights: Path, batches, sharded: bool, dtype: str = "float32", precision: str = "float32") -> dict[str, np.ndarray]:
     """JAX's results on one device, or sharded over REPLICAS (the process needs that many devices: jax_num_cpu_devices).
 
     float64: call it inside jax.enable_x64(True).
@@ -146,7 +151,7 @@ def jax_case(case: str, weights: Path, batches, sharded: bool, dtype: str = "flo
 
     arch, variant, batchnorm = parse(case)
     parallel = Parallel(replicas=REPLICAS, batchnorm=batchnorm) if sharded else None
-    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel)
+    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel, precision)
     lr, batches = trajectory_lr(case), [in_dtype(b, dtype) for b in batches]
 
     def new_model():

@@ -38,9 +38,7 @@ from tests.tolerances import (
     TrajectoryBounds,
 )
 
-DEFAULT_CASES = ["mlp"]  # the rest take minutes in JAX's compiler (and torch's two processes): behind the slow marker
-SLOW_CASES = ["cnn", "rnn/batched", "autoencoder/mlp", "autoencoder/conv", "vae", "vae_mlp", "gan",
-              "aae/unsupervised", "aae/supervised", "aae/semisupervised"]
+DEFAULT_CASES, SLOW_CASES = dp.DEFAULT_CASES, dp.SLOW_CASES  # the rest take minutes in JAX's compiler (and torch's two processes)
 FREE_BIAS_SCALE = {"vae": {"conv1.bias": "conv1.weight", "conv2.bias": "conv2.weight", "deconv1.bias": "deconv1.weight",
                            "input_bn.weight": "input_bn.bias"}}  # gradients 0 up to rounding, held relative to their layer's (test_parity_vae)
 CASES = [*DEFAULT_CASES, *(pytest.param(c, marks=pytest.mark.slow) for c in SLOW_CASES)]

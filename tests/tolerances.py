@@ -262,3 +262,29 @@ CROSS_FRAMEWORK_GRAD_RTOL = {
     "cnn": BATCHNORM_CONV_GRAD_RTOL, "autoencoder/conv": CONV_GRAD_RTOL, "vae": VAE_BATCHNORM_GRAD_RTOL, "gan": GAN_GRAD_RTOL,
     "aae/unsupervised": AAE_GRAD_RTOL, "aae/supervised": AAE_GRAD_RTOL, "aae/semisupervised": AAE_GRAD_RTOL,
 }  # the others: GRAD_RTOL
+
+# ---------------------------------------------------------------- bfloat16 mixed precision (tests/test_precision.py)
+# bfloat16 keeps 8 significant bits: each rounding is off by up to 2^-9 ~ 2e-3 relative (float32's 2^-24 ~ 6e-8).
+# Each framework in bfloat16 is held against its own float32 result and against the other framework's bfloat16
+# result, from one weights file and the same batches; measured on a 2-core AMD EPYC (Zen 4), every architecture
+# whose step takes a batch, maxima over the three comparisons (docs/precision.md has the table).
+# First-step losses, relative: observed <= 2.8e-3 (the AAEs' adversarial losses, whose softplus torch.autocast
+# leaves in bfloat16 on a CPU, and JAX too); a bound of 2.5 bfloat16 roundings.
+BF16_LOSS_RTOL = 1e-2
+# Gradients: the norm of the difference over the norm of the gradient, all of a phase's parameters together. A single
+# tensor's largest-entry measure is meaningless here: behind a BatchNorm or in a near-cancelling sum a gradient keeps
+# no bfloat16 digit (the CNN's conv1.weight: 0.58 of its largest entry). Observed: <= 4.0e-2 without BatchNorm
+# (AAE semi-supervised), 6.8e-2 with it (CNN; GAN 6.6e-2, conv VAE 1.8e-2).
+BF16_GRAD_NORM_RTOL = 0.08
+BF16_BATCHNORM_GRAD_NORM_RTOL = 0.2
+# ...and at least this: bfloat16 must change the computation (float32 runs of the two frameworks differ by ~1e-7;
+# bfloat16 against float32 by 1.5e-3 at the least, the conv autoencoder). A precision flag that did nothing fails here.
+BF16_MIN_GRAD_CHANGE = 1e-4
+# 10 training steps: the loss at each, relative. Observed <= 4.5e-3 for most; CNN 5.2e-3, GAN 1.2e-2, AAE
+# semi-supervised 7.5e-2 (five phases, two adversarial games amplifying the bfloat16 rounding of each).
+BF16_TRAJECTORY_LOSS_RTOL = 2e-2
+BF16_TRAJECTORY_LOSS_RTOL_OF = {"gan": 4e-2, "aae/semisupervised": 0.15}
+# ...and the parameters after them: |params - reference| / |reference - start|, L2 over all: observed <= 0.26 (Adam
+# rescales every entry to a step of ~lr, so the small gradients' lost digits become lr-sized differences). A bound
+# that a diverging bfloat16 run fails.
+BF16_DISPLACEMENT_RTOL = 0.5

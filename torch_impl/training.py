@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from shared.contract import check_precision
 from shared.distributed import Parallel, replica_slice
 from shared.errors import UserError
 from shared.machine import cpu_name
@@ -22,7 +23,8 @@ from shared.weights import StateDict, WeightsError, WeightsSpec
 from torch_impl import distributed
 from torch_impl.weights import load_model, save_model
 
-MODES = ("torch-eager", "torch-compile")
+MODES = ("torch-eager", "torch-compile", "torch-compile-cudagraphs")
+GPU_MODES = ("torch-compile-cudagraphs",)  # torch.compile(mode="reduce-overhead"): CUDA graphs, which a CPU has not
 DATA_PARALLEL_MODE = "torch-ddp"  # the step of a run over several processes: eager, DistributedDataParallel
 DROPOUT_STREAM = 2  # the run's seed and this give the dropout generator's seed (the init draws from the seed itself)
 
@@ -44,9 +46,39 @@ def select_device(name: str) -> torch.device:
 
 
 def to_numpy(tree: Any) -> Any:
+    """numpy copies; bfloat16 (which numpy has not) as float32."""
     if isinstance(tree, dict):
         return {k: to_numpy(v) for k, v in tree.items()}
-    return tree.detach().cpu().numpy()
+    tensor = tree.detach()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).cpu().numpy()
+
+
+def autocast(device: torch.device, precision: str):
+    """The context of a computation in `precision`: nothing to do for float32; bfloat16 through torch.autocast.
+
+    Autocast runs the ops of its lower-precision list (linear, matmul, the
+    convolutions) in bfloat16 from the float32 weights, and the losses of its
+    float32 list (cross_entropy, nll_loss, binary_cross_entropy[_with_logits],
+    mse_loss) in float32; the others take their inputs' dtype (docs/precision.md).
+    cache_enabled=False: autocast would otherwise reuse a weight's bfloat16 copy
+    for the whole context, and a step of several phases (the GAN's, the AAE's)
+    updates weights that its next phase reads again (../shared/FIELD-NOTES.md).
+    """
+    if precision == "float32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def in_precision(fn: Callable, device: torch.device, precision: str) -> Callable:
+    """fn, run under autocast(device, precision): a step's forward, backward and update, or an inference function."""
+    if precision == "float32":
+        return fn
+
+    def run(*args):
+        with autocast(device, precision):
+            return fn(*args)
+
+    return run
 
 
 @contextmanager
@@ -61,17 +93,32 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def compiled(fn: Callable, mode: str) -> Callable:
-    """fn as the mode runs it: itself (torch-eager, torch-ddp) or torch.compile'd, one graph per input shape."""
+def compiled(fn: Callable, mode: str, device: torch.device) -> Callable:
+    """fn as the mode runs it: itself (torch-eager, torch-ddp) or torch.compile'd, one graph per input shape.
+
+    torch-compile-cudagraphs is torch.compile(mode="reduce-overhead"): each
+    graph replayed as a CUDA graph, without a kernel launch from Python.
+    """
     if mode not in (*MODES, DATA_PARALLEL_MODE):
         raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)} (and {DATA_PARALLEL_MODE} on several processes)")
-    if mode != "torch-compile":
+    if mode in GPU_MODES and device.type != "cuda":
+        raise UserError(f"--mode {mode}: CUDA graphs need a GPU (--device gpu)")
+    if mode == "torch-eager" or mode == DATA_PARALLEL_MODE:
         return fn
     # Never a dynamic-shape graph: the per-name RNN sees one shape per name
     # length (up to ~20), more than the default limit of 8 recompilations,
     # after which torch would silently run eager.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    return torch.compile(fn, dynamic=False)
+    if mode == "torch-compile":
+        return torch.compile(fn, dynamic=False)
+    graphed = torch.compile(fn, dynamic=False, mode="reduce-overhead")
+
+    def replay(*args):
+        # A new step: the graphs may overwrite the outputs of the last replay, so what the caller keeps is copied.
+        torch.compiler.cudagraph_mark_step_begin()
+        return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, graphed(*args))
+
+    return replay
 
 
 def optimizers_of(optimizer: Any) -> dict[str, torch.optim.Optimizer]:
@@ -90,10 +137,11 @@ class CompiledStep:
     """
 
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager",
-                 parallel: Parallel | None = None, networks: dict[str, bool] | None = None):
+                 parallel: Parallel | None = None, networks: dict[str, bool] | None = None, precision: str = "float32"):
         if (mode == DATA_PARALLEL_MODE) != (parallel is not None and parallel.processes > 1):
             raise UserError(f"--mode {mode}: {DATA_PARALLEL_MODE} is the mode of a run over several processes, and the only one")
-        self.fn = compiled(step_fn, mode)
+        device = next(model.parameters()).device
+        self.fn = compiled(in_precision(step_fn, device, precision), mode, device)
         self.optimizer, self.parallel = optimizer, parallel
         self.model = distributed.replicated(model, networks or {}, parallel) if mode == DATA_PARALLEL_MODE else model
         model.train()
@@ -113,8 +161,9 @@ class CompiledInference:
     (unlike Backend.predict, which restores it).
     """
 
-    def __init__(self, fn, model: torch.nn.Module, mode: str = "torch-eager"):
-        self.fn = compiled(fn, mode)
+    def __init__(self, fn, model: torch.nn.Module, mode: str = "torch-eager", precision: str = "float32"):
+        device = next(model.parameters()).device
+        self.fn = compiled(in_precision(fn, device, precision), mode, device)
         self.model = model.eval()
 
     def __call__(self, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -127,10 +176,11 @@ class Backend:
     modes = MODES
     data_parallel_mode = DATA_PARALLEL_MODE
 
-    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None):
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32"):
         self.arch_name = arch
         self.arch = importlib.import_module(f"torch_impl.{arch}")
         self.parallel = parallel or Parallel()
+        self.precision = check_precision(precision)
         self.device = select_device(device)
         pin_float32_precision()
 
@@ -196,10 +246,10 @@ class Backend:
 
     def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: dict[str, bool] | None = None) -> CompiledStep:
         default = DATA_PARALLEL_MODE if self.parallel.processes > 1 else MODES[0]
-        return CompiledStep(step, model, optimizer, mode or default, self.parallel, networks)
+        return CompiledStep(step, model, optimizer, mode or default, self.parallel, networks, self.precision)
 
     def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
-        return CompiledInference(fn, model, mode or MODES[0])
+        return CompiledInference(fn, model, mode or MODES[0], self.precision)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -220,7 +270,7 @@ class Backend:
 
     def predict(self, model: torch.nn.Module, fn: Callable, *arrays: np.ndarray) -> dict[str, np.ndarray]:
         """fn(model, *arrays) in eval mode without gradients, numpy in and out; the model's modes are restored."""
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), autocast(self.device, self.precision):
             return to_numpy(fn(model, *map(self.to_device, arrays)))
 
     def sync(self, result: Any = None) -> None:
@@ -244,6 +294,7 @@ class Backend:
         return {
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
+            "precision": self.precision,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
             "cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
