@@ -4,6 +4,7 @@
     python benchmarks/compare.py --arch mlp cnn --batch-size 1 8 64 512
     python benchmarks/compare.py --task fit --arch mlp    # time to result: the training command in each framework
     python benchmarks/compare.py --devices 2              # also each framework's data-parallel training step on 2 devices
+    python benchmarks/compare.py --precision float32 bfloat16   # every row in both precisions, bfloat16 / float32 by round
     python benchmarks/compare.py --diff OLD/results.json NEW/results.json
 
 Each configuration (architecture, variant, task, framework, mode, batch size)
@@ -43,23 +44,28 @@ from shared.hparams import HPARAMS, label, variants  # noqa: E402
 from shared.machine import cpu_name  # noqa: E402
 from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, prepare_out_dir, seed_int, write_json  # noqa: E402
 
-SCHEMA_VERSION = 2
-FRAMEWORK_MODES = {"torch": ("torch-eager", "torch-compile"), "jax": ("jax-jit",)}
+SCHEMA_VERSION = 2  # rows without a precision (written before it was a column) are float32
+FRAMEWORK_MODES = {"torch": ("torch-eager", "torch-compile", "torch-compile-cudagraphs"), "jax": ("jax-jit", "jax-scan")}
+GPU_MODES = ("torch-compile-cudagraphs",)  # CUDA graphs: left out on a CPU unless asked for (then an error)
+TRAIN_MODES = ("jax-scan",)  # K training steps in one call: training rows only
+PRECISIONS = ("float32", "bfloat16")
 DATA_PARALLEL_MODES = {"torch": "torch-ddp", "jax": "jax-sharded"}  # training on --devices N: DDP over N processes; one process, N devices
 ALL_MODES = [m for modes in FRAMEWORK_MODES.values() for m in modes] + list(DATA_PARALLEL_MODES.values())
 FIT_MODE = {"torch": "torch-eager", "jax": "jax-jit"}  # what the training command runs
 TASKS = ("train", "infer", "fit")
 LOSS_AGREEMENT_RTOL = 1e-4  # first-step losses of one group, relative
 OUTPUT_AGREEMENT_RTOL = 1e-4  # inference outputs, relative to the largest entry (float32 forward passes agree to ~1e-6)
+# bfloat16 rows against the group's first bfloat16 row: each framework rounds its own operations to 8 bits (tests/tolerances.py)
+AGREEMENT_RTOL = {"float32": {"loss": LOSS_AGREEMENT_RTOL, "outputs": OUTPUT_AGREEMENT_RTOL}, "bfloat16": {"loss": 2e-2, "outputs": 5e-2}}
 UNSTABLE_SPREAD = 0.10  # a row whose round medians spread more than this, relative to their median
 HANDOFF_PAUSE_S = 0.05  # between two processes' rounds: the last one's spinning threads go to sleep
 WORKER = Path(__file__).resolve().with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[1]
-KEY = ("arch", "variant", "task", "mode", "batch_size")  # a row's identity, within a results file and across two
-PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "device", "batch_size", "repeats", "steps", "max_time",
+KEY = ("arch", "variant", "task", "mode", "precision", "batch_size")  # a row's identity, within a results file and across two
+PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "repeats", "steps", "max_time",
              "warmup", "threads", "seed", "xla_flags", "fit_epochs", "devices")  # what --resume must find unchanged
 COLUMNS = [
-    "arch", "variant", "task", "framework", "mode", "device", "batch_size", "threads", "repeats",
+    "arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "threads", "repeats",
     "step_ms_median", "step_ms_spread", "step_ms_p10", "step_ms_p90", "unstable", "compile_s", "samples_per_s",
     "flops_per_step", "gflops_per_s", "peak_gflops_per_s", "efficiency", "peak_mem_mb",
 ]  # every train and infer row has these; train rows also first_loss, final_loss; infer rows output_rel_diff
@@ -73,7 +79,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--task", nargs="+", choices=TASKS, default=["train", "infer"],
                    help="train: a training step; infer: an inference step (eval mode, no gradient); fit: the training command to the end")
     p.add_argument("--framework", nargs="+", choices=sorted(FRAMEWORK_MODES), default=sorted(FRAMEWORK_MODES, reverse=True))
-    p.add_argument("--mode", nargs="+", choices=ALL_MODES, default=ALL_MODES)
+    p.add_argument("--mode", nargs="+", choices=ALL_MODES,
+                   help=f"default: every mode of the device ({', '.join(GPU_MODES)} only on a GPU; {', '.join(TRAIN_MODES)} trains only; "
+                        "the data-parallel modes with --devices N)")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=[PRECISIONS[0]],
+                   help="float32 (default) and/or bfloat16 mixed precision (docs/precision.md): every row in each")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--devices", type=positive_int, default=1, metavar="N",
                    help="N > 1: also each framework's data-parallel training step on N devices (torch-ddp: N processes; jax-sharded: "
@@ -97,6 +107,10 @@ def build_parser() -> ArgumentParser:
 # ---------------------------------------------------------------- the plan
 def plan(args) -> list[dict]:
     """Every configuration to run, grouped (in order) by architecture, variant and batch size."""
+    if args.mode is None:
+        args.mode = [m for m in ALL_MODES if args.device == "gpu" or m not in GPU_MODES]
+    elif args.device == "cpu" and set(args.mode) & set(GPU_MODES):
+        raise UserError(f"--mode {' '.join(sorted(set(args.mode) & set(GPU_MODES)))}: CUDA graphs need a GPU (--device gpu)")
     if not set(args.mode) & {m for f in args.framework for m in (*FRAMEWORK_MODES[f], DATA_PARALLEL_MODES[f])}:
         raise UserError(f"--mode {' '.join(args.mode)} belongs to no framework in --framework {' '.join(args.framework)}")
     parallel_modes = [(f, DATA_PARALLEL_MODES[f]) for f in args.framework if DATA_PARALLEL_MODES[f] in args.mode]
@@ -116,12 +130,13 @@ def plan(args) -> list[dict]:
                 if task == "fit":
                     modes = [(f, FIT_MODE[f]) for f in args.framework]
                 else:
-                    modes = [(f, m) for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode]
+                    modes = [(f, m) for f in args.framework for m in FRAMEWORK_MODES[f] if m in args.mode and (task == "train" or m not in TRAIN_MODES)]
                 if task == "train" and args.devices > 1 and not fixed:
                     check_data_parallel(arch, variant, None, batch_size, args.devices)
                     modes += parallel_modes
-                configs += [{"arch": arch, "variant": variant, "task": task, "framework": f, "mode": m, "batch_size": batch_size,
-                             "device": args.device, "devices": args.devices if m in report.SINGLE_DEVICE_MODE else 1} for f, m in modes]
+                configs += [{"arch": arch, "variant": variant, "task": task, "framework": f, "mode": m, "precision": precision,
+                             "batch_size": batch_size, "device": args.device, "devices": args.devices if m in report.SINGLE_DEVICE_MODE else 1}
+                            for precision in args.precision for f, m in modes]
     check_batch_sizes(configs)
     return configs
 
@@ -166,6 +181,7 @@ def plan_settings(args, configs: list[dict]) -> dict:
     return {
         "arch": sorted({c["arch"] for c in configs}), "variant": sorted({c["variant"] for c in configs}),
         "task": sorted(args.task), "framework": sorted(args.framework), "mode": sorted({c["mode"] for c in configs}),
+        "precision": sorted(args.precision),
         "device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, "steps": args.steps,
         "max_time": args.max_time, "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
         "xla_flags": xla_flags(args), "fit_epochs": args.fit_epochs, "devices": args.devices,
@@ -192,8 +208,11 @@ def load_results(path: Path, what: str) -> dict:
     if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION or not isinstance(results.get("rows"), list):
         raise UserError(f"{what} {path}: not a results file of benchmarks/compare.py (schema_version {SCHEMA_VERSION} with rows)")
     for row in results["rows"]:
+        if isinstance(row, dict):
+            row.setdefault("precision", PRECISIONS[0])
         if not isinstance(row, dict) or not set(KEY) <= set(row):
             raise UserError(f"{what} {path}: a row without {', '.join(KEY)}")
+    results.setdefault("settings", {}).setdefault("precision", [PRECISIONS[0]])
     return results
 
 
@@ -275,7 +294,7 @@ class Worker:
 
     def __init__(self, cfg: dict, tmp: Path, server: ForkServer, name: str | None = None):
         self.cfg, self.finished, self.followers = cfg, False, []
-        self.name = name or f"{label(cfg['arch'], cfg['variant'])} {cfg['task']} {cfg['mode']}"
+        self.name = name or f"{label(cfg['arch'], cfg['variant'])} {cfg['task']} {cfg['mode']}" + report.precision_label(cfg)
         if cfg.get("mode") == "torch-ddp":
             cfg = self.cfg = {**cfg, "rank": 0, "port": free_port()}
             with open(os.devnull, "r+") as null:
@@ -293,7 +312,7 @@ class Worker:
     @staticmethod
     def fork(cfg: dict, tmp: Path, server: ForkServer, fds: list[int]):
         """A process of the configuration, from `server`, with fds as its stdin and stdout: (pid, its stderr file)."""
-        stem = "-".join(str(cfg.get(k, "")) for k in ("job", "framework", "arch", "variant", "task", "mode", "batch_size", "rank"))
+        stem = "-".join(str(cfg.get(k, "")) for k in ("job", "framework", "arch", "variant", "task", "mode", "precision", "batch_size", "rank"))
         cfg_path = tmp / f"{stem}.json"
         cfg_path.write_text(json.dumps(cfg))
         stderr = open(tmp / f"{stem}.stderr", "w+")  # noqa: SIM115 - closed in close()
@@ -382,7 +401,7 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
     try:
         for c in group:
             cfg = {**c, "job": "step", "warmup": max(args.warmup, 1), "threads": args.threads, "seed": args.seed, "lr": hp.lr,
-                   "init": str(init), "outputs": str(tmp / f"outputs-{arch}-{variant}-{batch_size}-{c['mode']}.npz")}
+                   "init": str(init), "outputs": str(tmp / outputs_file(c))}
             workers.append(Worker(cfg, tmp, servers[c["framework"]]))
         progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: loading {len(workers)} processes")
         for w in workers:
@@ -417,7 +436,7 @@ def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak
     round_medians = [float(np.median(times)) for times in rounds]
     step_s = float(np.median(round_medians))
     every = np.concatenate(rounds)
-    row = {k: cfg[k] for k in ("arch", "variant", "task", "framework", "mode", "device", "batch_size", "threads", "devices")}
+    row = {k: cfg[k] for k in ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "threads", "devices")}
     row.update({
         "repeats": len(rounds),
         "timed_steps": int(len(every)),
@@ -445,27 +464,36 @@ def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak
     return row
 
 
+def outputs_file(row: dict) -> str:
+    return f"outputs-{row['arch']}-{row['variant']}-{row['batch_size']}-{row['mode']}-{row['precision']}.npz"
+
+
 def check_agreement(rows: list[dict], tmp: Path) -> None:
-    """Every row against the first row of its task: first-step losses (train) or first outputs (infer).
+    """Every row against the first row of its task and precision: first-step losses (train) or first outputs (infer).
 
     The loss of the first step (same weights, same batch) must agree to
-    LOSS_AGREEMENT_RTOL, the inference outputs to OUTPUT_AGREEMENT_RTOL of
-    their largest entry, or the row is flagged: it did not compute the same
-    thing. The final loss's relative difference is reported too: float32
-    rounding differences grow over the steps, slowly for smooth models, fast
-    for ReLU networks under Adam at a high learning rate (tests/tolerances.py).
+    LOSS_AGREEMENT_RTOL (bfloat16 rows among themselves: BFLOAT16_AGREEMENT_RTOL),
+    the inference outputs to OUTPUT_AGREEMENT_RTOL of their largest entry, or
+    the row is flagged: it did not compute the same thing. The final loss's
+    relative difference is reported too: float32 rounding differences grow
+    over the steps, slowly for smooth models, fast for ReLU networks under
+    Adam at a high learning rate (tests/tolerances.py). A bfloat16 row also
+    says how far its first step is from float32's (`first_loss_vs_float32`).
     """
     reference = {}
     for row in rows:
-        ref = reference.setdefault(row["task"], row)
+        ref = reference.setdefault((row["task"], row["precision"]), row)
+        rtol = AGREEMENT_RTOL[row["precision"]]
         if row["task"] == "train":
             row["first_loss_rel_diff"] = rel_diff(row["first_loss"], ref["first_loss"])
             row["final_loss_rel_diff"] = rel_diff(row["final_loss"], ref["final_loss"])
-            row["loss_agrees"] = row["first_loss_rel_diff"] <= LOSS_AGREEMENT_RTOL
+            row["loss_agrees"] = row["first_loss_rel_diff"] <= rtol["loss"]
+            if (row["task"], PRECISIONS[0]) in reference and row["precision"] != PRECISIONS[0]:
+                row["first_loss_vs_float32"] = rel_diff(row["first_loss"], reference[row["task"], PRECISIONS[0]]["first_loss"])
         else:
-            ours, theirs = (np.load(tmp / f"outputs-{r['arch']}-{r['variant']}-{r['batch_size']}-{r['mode']}.npz") for r in (row, ref))
+            ours, theirs = (np.load(tmp / outputs_file(r)) for r in (row, ref))
             row["output_rel_diff"] = max(max_rel_diff(ours[k], theirs[k]) for k in theirs.files)
-            row["outputs_agree"] = row["output_rel_diff"] <= OUTPUT_AGREEMENT_RTOL
+            row["outputs_agree"] = row["output_rel_diff"] <= rtol["outputs"]
 
 
 def rel_diff(loss, reference) -> float:
@@ -493,9 +521,9 @@ def run_fit(group: list[dict], args, tmp: Path, progress) -> list[dict]:
     rows = []
     for c in group:
         progress.set_postfix_str(f"{label(arch, variant)} fit: the {c['framework']} training command, to the end")
-        out = args.out / "fit" / f"{label(arch, variant).replace('/', '-')}-{c['framework']}"
+        out = args.out / "fit" / f"{label(arch, variant).replace('/', '-')}-{c['framework']}-{c['precision']}"
         cmd = [sys.executable, "-m", f"{c['framework']}_impl.train", arch, "--variant", variant, "--init", str(init),
-               "--seed", str(args.seed), "--device", args.device, "--batch-size", str(batch_size), "--out", str(out)]
+               "--seed", str(args.seed), "--device", args.device, "--batch-size", str(batch_size), "--precision", c["precision"], "--out", str(out)]
         cmd += ["--epochs", str(args.fit_epochs)] if args.fit_epochs else []
         start = time.perf_counter()
         env = {**worker_env(c["framework"], xla_flags(args), tmp), "OMP_NUM_THREADS": str(args.threads)}
@@ -508,7 +536,7 @@ def run_fit(group: list[dict], args, tmp: Path, progress) -> list[dict]:
         name, better = task.quality
         epochs = metrics["epochs"]
         rows.append({
-            **{k: c[k] for k in ("arch", "variant", "task", "framework", "mode", "device", "batch_size")},
+            **{k: c[k] for k in ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size")},
             "threads": args.threads,
             "wall_s": wall,
             "epochs": len(epochs),

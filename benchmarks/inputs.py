@@ -24,6 +24,7 @@ DETERMINISTIC_MODEL_KWARGS = {"cnn": {"dropout": 0.0}, "aae": {"dropout": 0.0}}
 # more: its shapes are name lengths, and the timed names should cover several.
 POOL = 8
 PER_NAME_POOL = 32
+SCAN_STEPS = POOL  # jax-scan: steps per compiled call at most (the whole pool in one call; the per-name RNN's names of one length)
 
 
 def model_kwargs(arch: str, variant: str) -> dict:

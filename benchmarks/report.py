@@ -10,7 +10,8 @@ from shared.hparams import label
 
 SATURATION = 0.9  # throughput "stops growing" at the smallest batch within 10% of the best
 RATIO_AGREEMENT = 0.10  # two runs' JAX/torch ratios "agree" within this, relative
-MODE_COLORS = {"torch-eager": "#ee8866", "torch-compile": "#bb4422", "jax-jit": "#4477aa"}
+MODE_COLORS = {"torch-eager": "#ee8866", "torch-compile": "#bb4422", "torch-compile-cudagraphs": "#882211", "jax-jit": "#4477aa",
+               "jax-scan": "#223366"}
 FRAMEWORK_COLORS = {"torch": "#bb4422", "jax": "#4477aa"}
 
 
@@ -19,6 +20,7 @@ def row_label(row: dict) -> str:
 
 
 SINGLE_DEVICE_MODE = {"torch-ddp": "torch-eager", "jax-sharded": "jax-jit"}  # what a data-parallel row is scaled against
+OVERHEAD_FREE_BASE = {"jax-scan": "jax-jit", "torch-compile-cudagraphs": "torch-compile"}  # what an overhead-free row is timed against
 
 
 def timed(rows: list[dict]) -> list[dict]:
@@ -29,8 +31,29 @@ def single_device(rows: list[dict]) -> list[dict]:
     return [r for r in timed(rows) if r.get("devices", 1) == 1]
 
 
+def precision_of(row: dict) -> str:
+    return row.get("precision", "float32")  # rows of files written before the column: float32
+
+
+def precision_label(row: dict) -> str:
+    return "" if precision_of(row) == "float32" else f" {precision_of(row)}"
+
+
 def mode_label(row: dict) -> str:
     return row["mode"] + (f" x{row['devices']}" if row.get("devices", 1) > 1 else "")
+
+
+def against(rows: list[dict], base_of) -> list[tuple[dict, dict, np.ndarray]]:
+    """(row, its base row, the row's step time over the base's round by round) for each row that `base_of(row)` gives
+    a base for: (mode, precision, devices) of a row of the same architecture, variant, task and batch size."""
+    index = {(r["arch"], r["variant"], r["task"], r["batch_size"], r["mode"], precision_of(r), r.get("devices", 1)): r for r in timed(rows)}
+    pairs = []
+    for r in timed(rows):
+        base = base_of(r)
+        b = index.get((r["arch"], r["variant"], r["task"], r["batch_size"], *base)) if base else None
+        if b is not None and len(b["step_ms_rounds"]) == len(r["step_ms_rounds"]):
+            pairs.append((r, b, np.array(r["step_ms_rounds"]) / np.array(b["step_ms_rounds"])))
+    return pairs
 
 
 # ---------------------------------------------------------------- summary
@@ -43,15 +66,15 @@ def jax_over_torch(rows: list[dict]) -> list[dict]:
     out = []
     groups = {}
     for r in single_device(rows):
-        groups.setdefault((r["arch"], r["variant"], r["task"], r["batch_size"]), []).append(r)
-    for (arch, variant, task, batch), group in groups.items():
-        jax = [r for r in group if r["framework"] == "jax"]
+        groups.setdefault((r["arch"], r["variant"], r["task"], r["batch_size"], precision_of(r)), []).append(r)
+    for (arch, variant, task, batch, precision), group in groups.items():
+        jax = [r for r in group if r["mode"] == "jax-jit"]
         torch = [r for r in group if r["framework"] == "torch"]
         if not jax or not torch:
             continue
         per_round = np.array(jax[0]["step_ms_rounds"]) / np.min([r["step_ms_rounds"] for r in torch], axis=0)
-        out.append({"arch": arch, "variant": variant, "task": task, "batch_size": batch, "median": float(np.median(per_round)),
-                    "spread": [float(per_round.min()), float(per_round.max())]})
+        out.append({"arch": arch, "variant": variant, "task": task, "batch_size": batch, "precision": precision,
+                    "median": float(np.median(per_round)), "spread": [float(per_round.min()), float(per_round.max())]})
     return out
 
 
@@ -73,13 +96,13 @@ def scaling(rows: list[dict]) -> list[dict]:
     """Per architecture, task, framework and mode with several batch sizes: samples/s at each, and where it stops growing."""
     curves = {}
     for r in timed(rows):
-        curves.setdefault((r["arch"], r["variant"], r["task"], r["framework"], r["mode"]), {})[r["batch_size"]] = r["samples_per_s"]
+        curves.setdefault((r["arch"], r["variant"], r["task"], r["framework"], r["mode"], precision_of(r)), {})[r["batch_size"]] = r["samples_per_s"]
     out = []
-    for (arch, variant, task, framework, mode), points in curves.items():
+    for (arch, variant, task, framework, mode, precision), points in curves.items():
         if len(points) < 2:
             continue
         best = max(points.values())
-        out.append({"arch": arch, "variant": variant, "task": task, "framework": framework, "mode": mode,
+        out.append({"arch": arch, "variant": variant, "task": task, "framework": framework, "mode": mode, "precision": precision,
                     "samples_per_s": {str(b): points[b] for b in sorted(points)},
                     "saturates_at": min(b for b, s in points.items() if s >= SATURATION * best)})
     return out
@@ -88,24 +111,44 @@ def scaling(rows: list[dict]) -> list[dict]:
 def data_parallel(rows: list[dict]) -> list[dict]:
     """Per data-parallel row: its step time over its framework's single-device step at the same global batch, round by
     round (the overhead: its median and min-max), and the scaling efficiency, single / (devices x data-parallel)."""
-    out = []
-    for r in timed(rows):
-        base = [b for b in single_device(rows) if r.get("devices", 1) > 1 and b["mode"] == SINGLE_DEVICE_MODE.get(r["mode"])
-                and (b["arch"], b["variant"], b["task"], b["batch_size"]) == (r["arch"], r["variant"], r["task"], r["batch_size"])]
-        if not base:
-            continue
-        per_round = np.array(r["step_ms_rounds"]) / np.array(base[0]["step_ms_rounds"])
-        out.append({"arch": r["arch"], "variant": r["variant"], "task": r["task"], "batch_size": r["batch_size"], "mode": r["mode"],
-                    "devices": r["devices"], "single_device_mode": base[0]["mode"], "overhead": float(np.median(per_round)),
-                    "overhead_spread": [float(per_round.min()), float(per_round.max())],
-                    "scaling_efficiency": float(1 / (r["devices"] * np.median(per_round)))})
-    return out
+    def base_of(r):
+        return (SINGLE_DEVICE_MODE[r["mode"]], precision_of(r), 1) if r.get("devices", 1) > 1 and r["mode"] in SINGLE_DEVICE_MODE else None
+
+    return [{"arch": r["arch"], "variant": r["variant"], "task": r["task"], "batch_size": r["batch_size"], "mode": r["mode"],
+             "precision": precision_of(r), "devices": r["devices"], "single_device_mode": b["mode"], "overhead": float(np.median(per_round)),
+             "overhead_spread": [float(per_round.min()), float(per_round.max())],
+             "scaling_efficiency": float(1 / (r["devices"] * np.median(per_round)))}
+            for r, b, per_round in against(rows, base_of)]
+
+
+def ratio_record(r: dict, base: dict, per_round: np.ndarray) -> dict:
+    return {"arch": r["arch"], "variant": r["variant"], "task": r["task"], "batch_size": r["batch_size"], "mode": r["mode"],
+            "precision": precision_of(r), "base_mode": base["mode"], "base_precision": precision_of(base),
+            "median": float(np.median(per_round)), "spread": [float(per_round.min()), float(per_round.max())]}
+
+
+def bfloat16_over_float32(rows: list[dict]) -> list[dict]:
+    """Per bfloat16 row: its step time over the same mode's float32 step, round by round."""
+    def base_of(r):
+        return (r["mode"], "float32", r.get("devices", 1)) if precision_of(r) == "bfloat16" else None
+
+    return [ratio_record(r, b, per_round) for r, b, per_round in against(rows, base_of)]
+
+
+def overhead_free(rows: list[dict]) -> list[dict]:
+    """Per overhead-free row (jax-scan, torch-compile-cudagraphs): its step time over its framework's step without, by round."""
+    def base_of(r):
+        return (OVERHEAD_FREE_BASE[r["mode"]], precision_of(r), 1) if r["mode"] in OVERHEAD_FREE_BASE else None
+
+    return [ratio_record(r, b, per_round) for r, b, per_round in against(rows, base_of)]
 
 
 def summary(rows: list[dict]) -> dict:
     return {
         "jax_over_torch": jax_over_torch(rows),
         "data_parallel": data_parallel(rows),
+        "bfloat16_over_float32": bfloat16_over_float32(rows),
+        "overhead_free": overhead_free(rows),
         "batched_over_per_name": batched_over_per_name(rows),
         "scaling": scaling(rows),
         "unstable": [describe(r) for r in timed(rows) if r["unstable"]],
@@ -114,7 +157,7 @@ def summary(rows: list[dict]) -> dict:
 
 
 def describe(row: dict) -> str:
-    return f"{row_label(row)} {row['task']} {row['mode']} batch {row['batch_size']}"
+    return f"{row_label(row)} {row['task']} {row['mode']}{precision_label(row)} batch {row['batch_size']}"
 
 
 # ---------------------------------------------------------------- tables
@@ -132,14 +175,14 @@ def agreement(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> list[str]:
-    header = ["arch", "task", "mode", "batch", "step ms [round spread]", "compile s", "samples/s", "GFLOP/s", "eff.",
+    header = ["arch", "task", "mode", "precision", "batch", "step ms [round spread]", "compile s", "samples/s", "GFLOP/s", "eff.",
               "peak MB", "final loss (drift) / outputs vs first row"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in timed(rows):
         lo, hi = r["step_ms_spread"]
         unstable = " UNSTABLE" if r["unstable"] else ""
         lines.append("| " + " | ".join([
-            row_label(r), r["task"], mode_label(r), str(r["batch_size"]), f"{r['step_ms_median']:.3f} [{lo:.3f}-{hi:.3f}]{unstable}",
+            row_label(r), r["task"], mode_label(r), precision_of(r), str(r["batch_size"]), f"{r['step_ms_median']:.3f} [{lo:.3f}-{hi:.3f}]{unstable}",
             f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}", f"{r['efficiency']:.2f}",
             f"{r['peak_mem_mb']:.1f}", agreement(r),
         ]) + " |")
@@ -150,23 +193,27 @@ def fit_table(rows: list[dict]) -> list[str]:
     fits = [r for r in rows if r["task"] == "fit"]
     if not fits:
         return []
-    lines = ["| arch | framework | batch | epochs | wall s | s per epoch (median) | quality |", "|---|---|---|---|---|---|---|"]
+    lines = ["| arch | framework | precision | batch | epochs | wall s | s per epoch (median) | quality |", "|---|---|---|---|---|---|---|---|"]
     for r in fits:
-        lines.append(f"| {row_label(r)} | {r['framework']} | {r['batch_size']} | {r['epochs']} | {r['wall_s']:.1f} | "
+        lines.append(f"| {row_label(r)} | {r['framework']} | {precision_of(r)} | {r['batch_size']} | {r['epochs']} | {r['wall_s']:.1f} | "
                      f"{r['epoch_s_median']:.2f} | {r['quality_metric']} {r['quality']:.4g} |")
     return lines
 
 
 def summary_lines(results: dict) -> list[str]:
     s = results["summary"]
-    lines = [f"- {row_label(x)} {x['task']} batch {x['batch_size']}: jax-jit / best torch step time = {x['median']:.2f} "
+    lines = [f"- {row_label(x)} {x['task']} batch {x['batch_size']}{precision_label(x)}: jax-jit / best torch step time = {x['median']:.2f} "
              f"[{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s["jax_over_torch"]]
+    lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']} {x['mode']}: bfloat16 / float32 step time = {x['median']:.2f} "
+              f"[{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s.get("bfloat16_over_float32", [])]
+    lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']}{precision_label(x)}: {x['mode']} / {x['base_mode']} step time = "
+              f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s.get("overhead_free", [])]
     lines += [f"- rnn, {fw}: batched / per-name training names per second = {v:.0f}x (best mode of each)"
               for fw, v in s["batched_over_per_name"].items()]
     lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']}: {x['mode']} on {x['devices']} devices / {x['single_device_mode']} on one "
               f"= {x['overhead']:.2f} [{x['overhead_spread'][0]:.2f}-{x['overhead_spread'][1]:.2f} over rounds], scaling efficiency "
               f"{x['scaling_efficiency']:.2f}" for x in s.get("data_parallel", [])]
-    lines += [f"- {row_label(x)} {x['task']} {x['mode']}: samples/s " + saturation(x) + " ("
+    lines += [f"- {row_label(x)} {x['task']} {x['mode']}{precision_label(x)}: samples/s " + saturation(x) + " ("
               + ", ".join(f"{b}: {v:,.0f}" for b, v in x["samples_per_s"].items()) + ")" for x in s["scaling"]]
     lines += [f"- unstable (round medians more than 10% apart): {len(s['unstable'])} of {len(timed(results['rows']))} rows: "
               f"{', '.join(s['unstable'])}"] if s["unstable"] else []
@@ -243,7 +290,7 @@ def plot_steps(path: Path, rows: list[dict]) -> None:
         spread = np.array([[r["step_ms_median"] - r["step_ms_spread"][0], r["step_ms_spread"][1] - r["step_ms_median"]] for r in group]).T
         colors = [MODE_COLORS.get(r["mode"], "gray") for r in group]
         ax_time.barh(y, medians, xerr=spread, color=colors)
-        ax_time.set_yticks(y, [f"{row_label(r)} {r['mode']} b{r['batch_size']}" for r in group], fontsize=7)
+        ax_time.set_yticks(y, [f"{row_label(r)} {r['mode']}{precision_label(r)} b{r['batch_size']}" for r in group], fontsize=7)
         if medians.max() > 50 * medians.min():
             ax_time.set_xscale("log")
         ax_time.set_xlabel(f"{task} step, ms (median over rounds, bars: round spread)")
@@ -263,10 +310,11 @@ def plot_scaling(path: Path, rows: list[dict]) -> None:
     cols = min(3, len(archs))
     fig, axes = plt.subplots(-(-len(archs) // cols), cols, figsize=(4.2 * cols, 3.4 * -(-len(archs) // cols)), squeeze=False)
     for ax, arch in zip(axes.flat, archs):
-        for (task, mode) in dict.fromkeys((r["task"], r["mode"]) for r in timed(rows) if row_label(r) == arch):
-            points = sorted((r["batch_size"], r["samples_per_s"]) for r in timed(rows) if (row_label(r), r["task"], r["mode"]) == (arch, task, mode))
-            ax.plot(*zip(*points), marker="o", color=MODE_COLORS.get(mode, "gray"), linestyle="-" if task == "train" else "--",
-                    label=f"{mode} {task}")
+        for (task, mode, precision) in dict.fromkeys((r["task"], r["mode"], precision_of(r)) for r in timed(rows) if row_label(r) == arch):
+            points = sorted((r["batch_size"], r["samples_per_s"]) for r in timed(rows)
+                            if (row_label(r), r["task"], r["mode"], precision_of(r)) == (arch, task, mode, precision))
+            ax.plot(*zip(*points), marker="o" if precision == "float32" else "s", color=MODE_COLORS.get(mode, "gray"),
+                    linestyle="-" if task == "train" else "--", label=f"{mode} {task}{'' if precision == 'float32' else ' ' + precision}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(arch, fontsize=9)
@@ -318,7 +366,7 @@ def diff_lines(old: dict, new: dict, old_path: Path, new_path: Path) -> list[str
     across = len(devices[0]) == len(devices[1]) == 1 and devices[0] != devices[1]  # one device each: CPU against GPU
 
     def key(r: dict) -> tuple:
-        return r["arch"], r["variant"], r["task"], r["mode"], r["batch_size"], "" if across else r["device"]
+        return r["arch"], r["variant"], r["task"], r["mode"] + precision_label(r), r["batch_size"], "" if across else r["device"]
 
     old_rows, new_rows = {key(r): r for r in old["rows"]}, {key(r): r for r in new["rows"]}
 
@@ -354,17 +402,17 @@ def ratio_diff_lines(old: dict, new: dict) -> list[str]:
     whole run down; two runs on one machine should agree on them far better
     than on step times.
     """
-    key = lambda x: (x["arch"], x["variant"], x["task"], x["batch_size"])  # noqa: E731
+    key = lambda x: (x["arch"], x["variant"], x["task"], x["batch_size"], precision_of(x))  # noqa: E731
     old_ratios = {key(x): x for x in old.get("summary", {}).get("jax_over_torch", [])}
     pairs = [(k, old_ratios[k], x) for x in new.get("summary", {}).get("jax_over_torch", []) if (k := key(x)) in old_ratios]
     if not pairs:
         return []
     lines = ["", "| arch | task | batch | old jax-jit / best torch [rounds] | new | new / old |", "|---|---|---|---|---|---|"]
     agree = 0
-    for (arch, variant, task, batch), o, n in pairs:
+    for (arch, variant, task, batch, _), o, n in pairs:
         change = n["median"] / o["median"]
         agree += abs(change - 1) <= RATIO_AGREEMENT
-        lines.append(f"| {label(arch, variant)} | {task} | {batch} | {o['median']:.2f} [{o['spread'][0]:.2f}-{o['spread'][1]:.2f}] | "
+        lines.append(f"| {label(arch, variant)}{precision_label(o)} | {task} | {batch} | {o['median']:.2f} [{o['spread'][0]:.2f}-{o['spread'][1]:.2f}] | "
                      f"{n['median']:.2f} [{n['spread'][0]:.2f}-{n['spread'][1]:.2f}] | {change:.2f} |")
     lines.append(f"- the JAX/torch ratios of {agree} of {len(pairs)} rows ({agree / len(pairs):.0%}) agree within {RATIO_AGREEMENT:.0%}")
     return lines

@@ -2,15 +2,18 @@
 
 Usage: python benchmarks/worker.py CONFIG_JSON
 CONFIG holds job ("peak" or "step"), framework, arch, variant, task ("train"
-or "infer"), mode, device, batch_size, warmup, threads, seed, init (weights
-file) and outputs (where an inference row saves its first outputs).
+or "infer"), mode, precision, device, batch_size, warmup, threads, seed, init
+(weights file) and outputs (where an inference row saves its first outputs).
 
 A "peak" job prints one JSON line, the framework's float32 matmul rate, and
 exits. A "step" job talks JSON lines: it loads its framework, data and model
 and says {"event": "loaded"}; then answers {"cmd": "warmup"} (compile and
 warm up: {"event": "ready", ...}), any number of {"cmd": "round", "max_steps":
 N, "max_time": T} ({"event": "round", "times": [...]}, the seconds of each
-timed step) and {"cmd": "finish"} ({"event": "done", ...}). The driver keeps
+timed step) and {"cmd": "finish"} ({"event": "done", ...}). A jax-scan
+configuration runs its batches K at a time, one compiled call for K steps
+(its batches stacked, one stack per input shape), and reports each call's
+time divided by K for each of its steps. The driver keeps
 the other processes of a group waiting on their stdin while one of them
 times, so nothing else runs meanwhile. A data-parallel configuration (mode
 torch-ddp or jax-sharded, `devices` N > 1) trains on N devices: jax-sharded
@@ -74,7 +77,7 @@ def make_backend(cfg: dict):
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         from jax_impl.training import Backend
     parallel = Backend.start_parallel([], devices if devices > 1 else None, cfg["device"], "global", 120.0)
-    return Backend(cfg["arch"], cfg["device"], parallel)
+    return Backend(cfg["arch"], cfg["device"], parallel, cfg.get("precision", "float32"))
 
 
 def send(event: str, **fields) -> None:
@@ -152,20 +155,40 @@ def losses_of(value) -> float | list[float]:
     return float(value) if value.ndim == 0 else value.tolist()
 
 
+def stacked(batches: list[tuple], steps: int) -> list[tuple[tuple, int]]:
+    """jax-scan's calls: the batches grouped by input shape (in order of first appearance), each group's arrays stacked
+    on a new leading axis, at most `steps` batches a stack; [(stacked batch, how many steps it holds)]."""
+    import numpy as np
+
+    groups: dict[tuple, list[tuple]] = {}
+    for batch in batches:
+        groups.setdefault(tuple(a.shape for a in batch), []).append(batch)
+    return [(tuple(np.stack(arrays) for arrays in zip(*group[i : i + steps])), len(group[i : i + steps]))
+            for group in groups.values() for i in range(0, len(group), steps)]
+
+
 class Configuration:
-    """The model, its step (or inference function) and its batches on the device, ready to be timed."""
+    """The model, its step (or inference function) and its batches on the device, ready to be timed.
+
+    The batches come as calls, (batch, steps): one step each, or jax-scan's
+    stacks of several; times are per step, a call's divided among its steps.
+    """
 
     def __init__(self, cfg: dict):
-        from benchmarks.inputs import benchmark_batches, benchmark_task, model_kwargs
+        from benchmarks.inputs import SCAN_STEPS, benchmark_batches, benchmark_task, model_kwargs
 
         self.cfg = cfg
         self.backend = backend = make_backend(cfg)
         task = benchmark_task(cfg["arch"], cfg["variant"])
         warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["task"], cfg["batch_size"], cfg["warmup"], cfg["seed"])
+        if cfg["mode"] == "jax-scan":  # the warm-up compiles each stack the rounds call, and starts with the first batch as the others do
+            warm, timed = stacked(timed, SCAN_STEPS), stacked(timed, SCAN_STEPS)
+        else:
+            warm, timed = [(b, 1) for b in warm], [(b, 1) for b in timed]
         put = backend.put_batch if cfg["task"] == "train" else lambda b: tuple(map(backend.to_device, b))  # a training batch: split for data parallelism
-        to_device = lambda batches: [put(b) for b in batches]  # noqa: E731
+        to_device = lambda calls: [(put(b), steps) for b, steps in calls]  # noqa: E731
         self.warm, self.timed = to_device(warm), to_device(timed)  # data on the device before timing
-        backend.sync([a for b in self.warm + self.timed for a in b])
+        backend.sync([a for b, _ in self.warm + self.timed for a in b])
         self.memory = Memory(cfg["framework"], cfg["device"], backend)  # the baseline: data in, no model yet
         model = backend.init_model(cfg["seed"], Path(cfg["init"]), task.weights_spec(), **model_kwargs(cfg["arch"], cfg["variant"]))
         if cfg["task"] == "train":
@@ -181,18 +204,18 @@ class Configuration:
         return out
 
     def warm_up(self) -> dict:
-        """Run the warm-up batches; their time beyond a steady step is compilation (recompilations included)."""
+        """Run the warm-up batches; their time beyond steady steps is compilation (recompilations included)."""
         times, first = [], None
-        for batch in self.warm:
+        for batch, steps in self.warm:
             start = time.perf_counter()
             out = self.call(batch)
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start, steps))
             first = out if first is None else first
         steady = self.steady = self.steady_step_s()
         self.memory.trim()
-        result = {"warmup_steps": len(self.warm), "compile_s": sum(max(t - steady, 0.0) for t in times)}
+        result = {"warmup_steps": sum(steps for _, steps in self.warm), "compile_s": sum(max(t - steps * steady, 0.0) for t, steps in times)}
         if self.cfg["task"] == "train":
-            result["first_loss"] = losses_of(self.backend.to_numpy(first))
+            result["first_loss"] = losses_of(self.first_step(self.backend.to_numpy(first)))
         else:
             import numpy as np
 
@@ -204,15 +227,23 @@ class Configuration:
         times = self.timed_steps(MIN_STEPS, float("inf"))
         return sorted(times)[len(times) // 2]
 
+    def first_step(self, losses):
+        """A call's first step's losses (jax-scan's calls return each of their steps')."""
+        return losses[0] if self.cfg["mode"] == "jax-scan" else losses
+
+    def last_step(self, losses):
+        return losses[-1] if self.cfg["mode"] == "jax-scan" else losses
+
     def timed_steps(self, max_steps: int, max_time: float) -> list[float]:
-        """Seconds of each step, cycling through the timed batches, until max_steps or max_time (at least MIN_STEPS)."""
-        times, spent = [], 0.0
+        """Seconds of each step, cycling through the timed calls, until max_steps or max_time (at least MIN_STEPS)."""
+        times, spent, calls = [], 0.0, 0
         while len(times) < MIN_STEPS or (len(times) < max_steps and spent < max_time):
-            batch = self.timed[len(times) % len(self.timed)]
+            batch, steps = self.timed[calls % len(self.timed)]
             start = time.perf_counter()
             self.last = self.call(batch)
-            times.append(time.perf_counter() - start)
-            spent += times[-1]
+            elapsed = time.perf_counter() - start
+            times += [elapsed / steps] * steps
+            spent, calls = spent + elapsed, calls + 1
         return times
 
     def round(self, max_steps: int, max_time: float) -> list[float]:
@@ -234,7 +265,7 @@ class Configuration:
             "settings": self.backend.settings(),
         }
         if self.cfg["task"] == "train":
-            result["final_loss"] = losses_of(self.backend.to_numpy(self.last))
+            result["final_loss"] = losses_of(self.last_step(self.backend.to_numpy(self.last)))
         return result
 
 
