@@ -66,6 +66,36 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", choices=("cpu", "gpu"), default="cpu",
+                     help="where the parity tests compute: cpu (default), or gpu: torch's CUDA device and JAX's first GPU (docs/testing.md)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("device") == "gpu":
+        compute_on_the_gpu()
+
+
+def compute_on_the_gpu() -> None:
+    """Both frameworks' default device the GPU, before any test module builds a model; the float32 pins above still hold.
+
+    The parity tests make their tensors where the defaults say: torch.as_tensor
+    and factory functions follow torch's default device, jnp.asarray JAX's.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError("--device gpu: torch sees no CUDA device (no GPU here, or a CPU build of torch; docs/gpu.md)")
+    # Several test processes (xdist workers) share the GPU: without this, each JAX would take 75% of its memory at start.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    try:
+        gpu = jax.devices("gpu")[0]
+    except RuntimeError:  # no GPU platform in this jaxlib, or JAX_PLATFORMS leaves it out
+        raise pytest.UsageError("--device gpu: JAX sees no GPU (a CPU-only jaxlib? pip install -e '.[gpu]', docs/gpu.md)") from None
+    torch.set_default_device("cuda")
+    jax.config.update("jax_default_device", gpu)
+
+
 @pytest.fixture(scope="session")
 def mnist_test_dir() -> Path:
     """The official MNIST test-set IDX files that sit beside the project (../shared/data/mnist)."""

@@ -38,7 +38,7 @@ def paired_models(torch_arch, jax_arch, direction: str, seed: int = 0, **model_k
 
 
 def torch_grads(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {name: p.grad.detach().numpy().copy() for name, p in model.named_parameters()}
+    return {name: p.grad.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
 
 
 def jax_grads(model: nnx.Module, grads: nnx.State) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ def loss_and_grads(torch_arch, jax_arch, torch_model, jax_model, batch):
     import jax.numpy as jnp
 
     torch_model.zero_grad(set_to_none=True)
-    t_loss = torch_arch.loss_fn(torch_model, *(torch.from_numpy(a) for a in batch))
+    t_loss = torch_arch.loss_fn(torch_model, *(torch.as_tensor(a) for a in batch))
     t_loss.backward()
     j_loss, j_grads = jax_value_and_grad(jax_arch.loss_fn, jax_model, *(jnp.asarray(a) for a in batch))
     return t_loss.item(), torch_grads(torch_model), float(j_loss), jax_grads(jax_model, j_grads)
@@ -109,7 +109,7 @@ def trajectories(torch_arch, jax_arch, torch_model, jax_model, batches, lr: floa
     j_step = CompiledStep(step_of(jax_arch), jax_model, j_opt)
     t_losses, j_losses = [], []
     for batch in batches:
-        t_losses.append(float(t_step(torch_model, t_opt, *(torch.from_numpy(a) for a in batch))))
+        t_losses.append(float(t_step(torch_model, t_opt, *(torch.as_tensor(a) for a in batch))))
         j_losses.append(float(j_step(*(jnp.asarray(a) for a in batch))))
     j_step.write_back()
     return t_losses, j_losses

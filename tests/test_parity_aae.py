@@ -209,7 +209,7 @@ class NumpyAae:
 
 def torch_phase(model, phase: str, b: dict) -> tuple[list[float], dict[str, np.ndarray]]:
     """The phase's loss(es) and the gradients of the networks it updates, in torch."""
-    t = {k: None if v is None else torch.from_numpy(v) for k, v in b.items()}
+    t = {k: None if v is None else torch.as_tensor(v) for k, v in b.items()}
     model.zero_grad(set_to_none=True)
     if phase == "reconstruction":
         y = None if t["y"] is None else torch.nn.functional.one_hot(t["y"], C).to(t["x"].dtype)
@@ -228,7 +228,7 @@ def torch_phase(model, phase: str, b: dict) -> tuple[list[float], dict[str, np.n
         losses = [taae.classification_loss(model.encoder, t["x_labelled"], t["y_labelled"])]
     sum(losses).backward()
     grads = {  # no gradient at all (classification: lin3gauss) is a zero gradient, as JAX gives it
-        name: np.zeros(p.shape, np.dtype(str(p.dtype).removeprefix("torch."))) if p.grad is None else p.grad.numpy().copy()
+        name: np.zeros(p.shape, np.dtype(str(p.dtype).removeprefix("torch."))) if p.grad is None else p.grad.cpu().numpy().copy()
         for name, p in model.named_parameters() if name.split(".")[0] in PHASES[phase]
     }
     return [loss.item() for loss in losses], grads
@@ -300,7 +300,7 @@ def aae_trajectories(variant: str, torch_model, jax_model, batches) -> tuple[np.
     t_step, j_step = TRAIN_STEPS[variant][0], CompiledStep(TRAIN_STEPS[variant][1], jax_model, j_opt)
     t_losses, j_losses = [], []
     for batch in batches:
-        t_losses.append(t_step(torch_model, t_opt, *map(torch.from_numpy, batch)).numpy())
+        t_losses.append(t_step(torch_model, t_opt, *map(torch.as_tensor, batch)).cpu().numpy())
         j_losses.append(np.asarray(j_step(*map(jnp.asarray, batch))))
     j_step.write_back()
     return np.array(t_losses, np.float64), np.array(j_losses, np.float64)
@@ -375,7 +375,7 @@ def test_outputs_of_every_network_agree_and_equal_a_float64_numpy_forward_pass(m
     y_onehot = np.eye(C, dtype=np.float32)[np.arange(BATCH) % C if b["y"] is None else b["y"]]
     ref = NumpyAae(torch_weights.state_dict_from_model(torch_model), variant)
     with torch.no_grad():
-        xt, zt, yt = map(torch.from_numpy, (x, z_prior, y_onehot))
+        xt, zt, yt = map(torch.as_tensor, (x, z_prior, y_onehot))
         t_out = {**taae.encode(torch_model, xt), **taae.decode(torch_model, zt, yt), "D": torch_model.discriminator(zt)}
         t_out.update({f"eval {k}": v for k, v in taae.eval_outputs(torch_model, xt, yt).items()})
         if variant == "semisupervised":
@@ -397,7 +397,7 @@ def test_outputs_of_every_network_agree_and_equal_a_float64_numpy_forward_pass(m
         expected.update({"class_logits": class_logits, "eval class_logits": class_logits, "D_cat": ref.discriminator(y_onehot, "discriminator_cat")})
     assert sorted(t_out) == sorted(j_out) == sorted(expected)
     for what, e in expected.items():
-        t, j = t_out[what].numpy(), np.asarray(j_out[what])
+        t, j = t_out[what].cpu().numpy(), np.asarray(j_out[what])
         assert t.shape == j.shape == e.shape, what
         assert_close(j, t, FORWARD_RTOL, what)
         assert_both_equal_reference(t, j, e, FORWARD_RTOL, what)
@@ -461,7 +461,7 @@ def test_each_phase_step_updates_its_networks_and_no_other(variant, data):
         torch_model.zero_grad(set_to_none=True)
         args, lr = steps[phase]
         t_phase_step, j_phase_step = PHASE_STEPS[phase]
-        t_loss = t_phase_step(torch_model, taae.make_optimizer(torch_model), *(None if a is None else torch.from_numpy(a) for a in args))
+        t_loss = t_phase_step(torch_model, taae.make_optimizer(torch_model), *(None if a is None else torch.as_tensor(a) for a in args))
         j_loss = j_phase_step(jax_model, jaae.make_optimizer(jax_model), *(None if a is None else jnp.asarray(a) for a in args))
         assert_close(_floats(j_loss), _floats(t_loss), LOSS_RTOL, f"{phase} step loss")
         t_sd, j_sd = state_dicts(torch_model, jax_model)
@@ -554,14 +554,14 @@ def test_dropout_is_on_in_train_mode_and_off_in_eval_mode(data):
     bound = 5 * np.sqrt(0.25 * 0.75 / x.size)  # 5 binomial standard deviations of a kept fraction
     for name, p in rates.items():
         with torch.no_grad():
-            t_out = getattr(torch_model, name).dropout(torch.from_numpy(x)).numpy()
+            t_out = getattr(torch_model, name).dropout(torch.as_tensor(x)).cpu().numpy()
         j_out = np.asarray(getattr(jax_model, name).dropout(jnp.asarray(x)))
         for framework, out in (("torch", t_out), ("jax", j_out)):
             kept = out != 0
             assert abs(kept.mean() - (1 - p)) <= bound, f"{framework} {name}: kept {kept.mean():.4f}, expected {1 - p}"
             np.testing.assert_allclose(out[kept], x[kept].astype(np.float64) / (1 - p), rtol=2**-23, err_msg=f"{framework} {name}")
     with torch.no_grad():
-        t_codes = [torch_model.encoder(torch.from_numpy(images))[0].numpy() for _ in range(2)]
+        t_codes = [torch_model.encoder(torch.as_tensor(images))[0].cpu().numpy() for _ in range(2)]
     in_jit = nnx.jit(lambda model, a: model.encoder(a)[0])  # the RNG state is carried out of a compiled function
     j_codes = [np.asarray(in_jit(jax_model, jnp.asarray(images))) for _ in range(2)]
     for framework, (first, second) in (("torch", t_codes), ("jax", j_codes)):
@@ -572,14 +572,14 @@ def test_dropout_is_on_in_train_mode_and_off_in_eval_mode(data):
     y = np.eye(C, dtype=np.float32)[np.arange(BATCH) % C]
     for name, args in (("encoder", (images,)), ("decoder", (z, y)), ("discriminator", (z,)), ("discriminator_cat", (y,))):
         with torch.no_grad():
-            t_eval = getattr(torch_model, name)(*map(torch.from_numpy, args))
-            t_ref = getattr(reference[0], name)(*map(torch.from_numpy, args))
+            t_eval = getattr(torch_model, name)(*map(torch.as_tensor, args))
+            t_ref = getattr(reference[0], name)(*map(torch.as_tensor, args))
         j_eval = getattr(jax_model, name)(*map(jnp.asarray, args))
         j_ref = getattr(reference[1], name)(*map(jnp.asarray, args))
         for t, tr, j, jr in zip(*(o if isinstance(o, tuple) else (o,) for o in (t_eval, t_ref, j_eval, j_ref))):
-            np.testing.assert_array_equal(t.numpy(), tr.numpy(), err_msg=f"torch eval-mode {name}")
+            np.testing.assert_array_equal(t.cpu().numpy(), tr.cpu().numpy(), err_msg=f"torch eval-mode {name}")
             np.testing.assert_array_equal(np.asarray(j), np.asarray(jr), err_msg=f"JAX eval-mode {name}")
-            assert_close(np.asarray(j), t.numpy(), FORWARD_RTOL, f"eval-mode {name}")
+            assert_close(np.asarray(j), t.cpu().numpy(), FORWARD_RTOL, f"eval-mode {name}")
 
 
 def test_q_runs_in_eval_mode_in_the_compiled_discriminator_phase_and_in_train_mode_in_the_generator_phase(data):
@@ -600,12 +600,12 @@ def _check_q_modes_in_the_regularisation_phases(data) -> None:
     t_opt, j_opt = taae.make_optimizer(torch_model), jaae.make_optimizer(jax_model)
     torch_model.encoder.eval()
     with torch.no_grad():
-        z_eval = torch_model.encoder(torch.from_numpy(x))[0]
+        z_eval = torch_model.encoder(torch.as_tensor(x))[0]
     torch_model.encoder.train()
     with torch.no_grad():
-        z_train = torch_model.encoder(torch.from_numpy(x))[0]
-        train_d = taae.discriminator_loss(torch_model.discriminator, torch.from_numpy(z_prior), z_train).item()
-    (t_d,) = taae.discriminator_step(torch_model, t_opt, torch.from_numpy(x), torch.from_numpy(z_prior))
+        z_train = torch_model.encoder(torch.as_tensor(x))[0]
+        train_d = taae.discriminator_loss(torch_model.discriminator, torch.as_tensor(z_prior), z_train).item()
+    (t_d,) = taae.discriminator_step(torch_model, t_opt, torch.as_tensor(x), torch.as_tensor(z_prior))
     j_step = CompiledStep(jaae.discriminator_step, jax_model, j_opt)
     (j_d,) = j_step(jnp.asarray(x), jnp.asarray(z_prior))
     j_step.write_back()
@@ -619,9 +619,9 @@ def _check_q_modes_in_the_regularisation_phases(data) -> None:
     assert (z_eval - z_train).abs().max() > 1e-3
     with torch.no_grad():  # the G loss with Q in eval mode, from the updated D
         torch_model.encoder.eval()
-        eval_g = taae.generator_loss(torch_model.encoder, torch_model.discriminator, torch.from_numpy(x)).item()
+        eval_g = taae.generator_loss(torch_model.encoder, torch_model.discriminator, torch.as_tensor(x)).item()
         torch_model.encoder.train()
-    t_g = taae.generator_step(torch_model, t_opt, torch.from_numpy(x)).item()
+    t_g = taae.generator_step(torch_model, t_opt, torch.as_tensor(x)).item()
     j_step = CompiledStep(jaae.generator_step, jax_model, j_opt)
     j_g = float(j_step(jnp.asarray(x)))
     j_step.write_back()

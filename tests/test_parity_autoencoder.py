@@ -99,8 +99,8 @@ def test_forward_outputs_agree_and_equal_a_float64_numpy_forward_pass(models, va
     torch_model, jax_model = models
     x = batches[0]
     with torch.no_grad():
-        t_out = {k: v.numpy() for k, v in tae.eval_outputs(torch_model, torch.from_numpy(x)).items()}
-        t_recon = tae.reconstruct(torch_model, torch.from_numpy(x))["images"].numpy()
+        t_out = {k: v.cpu().numpy() for k, v in tae.eval_outputs(torch_model, torch.as_tensor(x)).items()}
+        t_recon = tae.reconstruct(torch_model, torch.as_tensor(x))["images"].cpu().numpy()
     j_out = {k: np.asarray(v) for k, v in jae.eval_outputs(jax_model, jnp.asarray(x)).items()}
     j_recon = np.asarray(jae.reconstruct(jax_model, jnp.asarray(x))["images"])
     expected = numpy_autoencoder_logits(torch_weights.state_dict_from_model(torch_model), x, variant)

@@ -89,7 +89,7 @@ def trained_models(direction, batches):
     if direction == "torch->jax":
         opt = tcnn.make_optimizer(torch_model)
         for x, y in batches[:3]:
-            tcnn.train_step(torch_model, opt, torch.from_numpy(x), torch.from_numpy(y))
+            tcnn.train_step(torch_model, opt, torch.as_tensor(x), torch.as_tensor(y))
         jax_weights.load_state_dict(jax_model, torch_weights.state_dict_from_model(torch_model))
     else:
         step = CompiledStep(jcnn.train_step, jax_model, jcnn.make_optimizer(jax_model))
@@ -164,7 +164,7 @@ def test_train_mode_logits_and_running_statistics_agree(models, batches):
     torch_model, jax_model = models
     x, _ = batches[0]
     with torch.no_grad():
-        t_logits = torch_model(torch.from_numpy(x)).numpy()
+        t_logits = torch_model(torch.as_tensor(x)).cpu().numpy()
     j_logits = np.asarray(jax_model(jnp.asarray(x)))
     t_sd, j_sd = torch_weights.state_dict_from_model(torch_model), jax_weights.state_dict_from_model(jax_model)
     expected = numpy_logits(t_sd, x, batch_statistics=True)  # the weights do not change in a forward pass
@@ -182,8 +182,8 @@ def test_eval_mode_logits_agree(trained_models, data):
     torch_model.eval()
     jax_model.eval()
     with torch.no_grad():
-        t_logits = torch_model(torch.from_numpy(x)).numpy()
-        t_batch_stat_logits = torch_model.train()(torch.from_numpy(x)).numpy()
+        t_logits = torch_model(torch.as_tensor(x)).cpu().numpy()
+        t_batch_stat_logits = torch_model.train()(torch.as_tensor(x)).cpu().numpy()
     j_logits = np.asarray(jax_model(jnp.asarray(x)))
     assert_close(j_logits, t_logits, FORWARD_RTOL, "eval-mode logits")
     # Eval mode really reads the running statistics: with batch statistics the logits differ.
@@ -196,7 +196,7 @@ def test_eval_logits_equal_a_float64_numpy_forward_pass(trained_models, data):
     x = data[2][BATCH : 2 * BATCH]
     expected = numpy_logits(torch_weights.state_dict_from_model(torch_model), x)
     with torch.no_grad():
-        t_logits = torch_model.eval()(torch.from_numpy(x)).numpy()
+        t_logits = torch_model.eval()(torch.as_tensor(x)).cpu().numpy()
     jax_model.eval()
     j_logits = np.asarray(jax_model(jnp.asarray(x)))
     assert_both_equal_reference(t_logits, j_logits, expected, FORWARD_RTOL, "eval logits")
@@ -271,7 +271,7 @@ def test_conv2d_converts_both_ways(stride, padding):
     jax_weights.load_state_dict(j_conv, t_sd)
     np.testing.assert_array_equal(np.asarray(j_conv.kernel.get_value()), t_sd["weight"].transpose(2, 3, 1, 0))  # OIHW -> HWIO
     with torch.no_grad():
-        t_out = t_conv(torch.from_numpy(x)).numpy()
+        t_out = t_conv(torch.as_tensor(x)).cpu().numpy()
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)  # NHWC in and out
     expected = numpy_conv2d(x.astype(np.float64), t_sd["weight"].astype(np.float64), t_sd["bias"], stride, padding)
     assert_both_equal_reference(t_out, j_out, expected, FORWARD_RTOL, "conv")
@@ -283,7 +283,7 @@ def test_conv2d_converts_both_ways(stride, padding):
     j_conv = conv(3, 5, 3, stride=stride, padding=padding, rngs=nnx.Rngs(2))
     torch_weights.load_state_dict(t_conv, jax_weights.state_dict_from_model(j_conv))
     with torch.no_grad():
-        t_out = t_conv(torch.from_numpy(x)).numpy()
+        t_out = t_conv(torch.as_tensor(x)).cpu().numpy()
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
     assert_close(j_out, t_out, FORWARD_RTOL, "conv outputs, jax weights")
 
@@ -318,11 +318,11 @@ def test_batchnorm_matches_torch_and_a_hand_computation(kind):
             lambda a: a.transpose(0, 2, 3, 1).reshape(-1, channels),  # one row per value a channel sees
         )
     with torch.no_grad():
-        t_bn.weight.copy_(torch.from_numpy(rng.uniform(0.5, 2, channels).astype(np.float32)))
-        t_bn.bias.copy_(torch.from_numpy(rng.normal(size=channels).astype(np.float32)))
+        t_bn.weight.copy_(torch.as_tensor(rng.uniform(0.5, 2, channels).astype(np.float32)))
+        t_bn.bias.copy_(torch.as_tensor(rng.normal(size=channels).astype(np.float32)))
     j_bn = BatchNorm(channels, eps=eps, momentum=m)
     jax_weights.load_state_dict(j_bn, torch_weights.state_dict_from_model(t_bn))
-    weight, bias = t_bn.weight.detach().numpy().astype(np.float64), t_bn.bias.detach().numpy().astype(np.float64)
+    weight, bias = t_bn.weight.detach().cpu().numpy().astype(np.float64), t_bn.bias.detach().cpu().numpy().astype(np.float64)
     mean, var = np.zeros(channels), np.ones(channels)
     jitted = nnx.jit(lambda bn, a: bn(a))
     for call, x in enumerate(xs[:2]):
@@ -330,13 +330,13 @@ def test_batchnorm_matches_torch_and_a_hand_computation(kind):
         _, _, var_biased = numpy_batchnorm_train(x64, weight, bias, mean, var, m, eps, unbiased=False)
         out, mean, var = numpy_batchnorm_train(x64, weight, bias, mean, var, m, eps)
         with torch.no_grad():
-            t_out = rows(t_bn(torch.from_numpy(x)).numpy())
+            t_out = rows(t_bn(torch.as_tensor(x)).cpu().numpy())
         j_out = (jitted(j_bn, jnp.asarray(to_jax(x))) if call else j_bn(jnp.asarray(to_jax(x)))).reshape(-1, channels)
         assert_close(t_out, out, FORWARD_RTOL, f"torch output, call {call + 1}")
         assert_close(j_out, out, FORWARD_RTOL, f"jax output, call {call + 1}")
-        for name, value in (("torch", t_bn.running_var.numpy()), ("jax", np.asarray(j_bn.var.get_value()))):
+        for name, value in (("torch", t_bn.running_var.cpu().numpy()), ("jax", np.asarray(j_bn.var.get_value()))):
             assert_close(value, var, FORWARD_RTOL, f"{name} running_var, call {call + 1}")
-        assert_close(t_bn.running_mean.numpy(), mean, FORWARD_RTOL, "torch running_mean")
+        assert_close(t_bn.running_mean.cpu().numpy(), mean, FORWARD_RTOL, "torch running_mean")
         assert_close(np.asarray(j_bn.mean.get_value()), mean, FORWARD_RTOL, "jax running_mean")
     assert np.abs(var - var_biased).max() > 1e3 * FORWARD_RTOL * np.abs(var).max()  # the check above can tell them apart
     assert int(t_bn.num_batches_tracked) == int(j_bn.num_batches_tracked.get_value()) == 2
@@ -345,7 +345,7 @@ def test_batchnorm_matches_torch_and_a_hand_computation(kind):
     x = xs[2]
     expected = (rows(x).astype(np.float64) - mean) / np.sqrt(var + eps) * weight + bias
     with torch.no_grad():
-        assert_close(rows(t_bn(torch.from_numpy(x)).numpy()), expected, FORWARD_RTOL, "torch eval output")
+        assert_close(rows(t_bn(torch.as_tensor(x)).cpu().numpy()), expected, FORWARD_RTOL, "torch eval output")
     assert_close(np.asarray(j_bn(jnp.asarray(to_jax(x)))).reshape(-1, channels), expected, FORWARD_RTOL, "jax eval output")
     assert int(j_bn.num_batches_tracked.get_value()) == 2
 
@@ -358,7 +358,7 @@ def test_dropout_keeps_the_same_fraction_and_scale(p):
     torch_model.train()
     jax_model.train()
     with torch.no_grad():
-        t_out = torch_model.dropout(torch.from_numpy(x)).numpy()
+        t_out = torch_model.dropout(torch.as_tensor(x)).cpu().numpy()
     j_out = np.asarray(jax_model.dropout(jnp.asarray(x)))
     bound = 5 * np.sqrt(p * (1 - p) / x.size)  # 5 binomial standard deviations of a kept fraction
     t_kept, j_kept = t_out != 0, j_out != 0
@@ -379,7 +379,7 @@ def test_dropout_keeps_the_same_fraction_and_scale(p):
     torch_model.eval()
     jax_model.eval()
     with torch.no_grad():
-        np.testing.assert_array_equal(torch_model.dropout(torch.from_numpy(x)).numpy(), x)
+        np.testing.assert_array_equal(torch_model.dropout(torch.as_tensor(x)).cpu().numpy(), x)
     np.testing.assert_array_equal(np.asarray(jax_model.dropout(jnp.asarray(x))), x)
 
 
@@ -389,7 +389,7 @@ def trained_torch_state(batches) -> dict[str, np.ndarray]:
     torch_model = tcnn.init_model(0)
     opt = tcnn.make_optimizer(torch_model)
     for x, y in batches[:2]:
-        tcnn.train_step(torch_model, opt, torch.from_numpy(x), torch.from_numpy(y))
+        tcnn.train_step(torch_model, opt, torch.as_tensor(x), torch.as_tensor(y))
     state_dict = torch_weights.state_dict_from_model(torch_model)
     assert state_dict["bn2.num_batches_tracked"] == 2
     return state_dict

@@ -105,7 +105,7 @@ def trained_models(direction, batches):
     if direction == "torch->jax":
         opt = tgan.make_optimizer(torch_model)
         for batch in batches[:3]:
-            tgan.train_step(torch_model, opt, *map(torch.from_numpy, batch))
+            tgan.train_step(torch_model, opt, *map(torch.as_tensor, batch))
         jax_weights.load_state_dict(jax_model, torch_weights.state_dict_from_model(torch_model))
     else:
         step = CompiledStep(jgan.train_step, jax_model, jgan.make_optimizer(jax_model))
@@ -197,8 +197,8 @@ def test_train_mode_outputs_and_running_statistics_agree(models, batches):
     x, z, _ = batches[0]
     t_sd = torch_weights.state_dict_from_model(torch_model)  # the weights do not change in a forward pass
     with torch.no_grad():
-        t_images = torch_model.generator(torch.from_numpy(z)).numpy()
-        t_logits = torch_model.discriminator(torch.from_numpy(x)).numpy()
+        t_images = torch_model.generator(torch.as_tensor(z)).cpu().numpy()
+        t_logits = torch_model.discriminator(torch.as_tensor(x)).cpu().numpy()
     j_images = np.asarray(jax_model.generator(jnp.asarray(z)))
     j_logits = np.asarray(jax_model.discriminator(jnp.asarray(x)))
     for what, t_out, j_out, expected in (
@@ -222,9 +222,9 @@ def test_eval_mode_outputs_agree_and_equal_a_float64_numpy_forward_pass(trained_
     torch_model.eval()
     jax_model.eval()
     with torch.no_grad():
-        t_images = tgan.sample(torch_model, torch.from_numpy(z))["images"].numpy()
-        t_logits = torch_model.discriminator(torch.from_numpy(x)).numpy()
-        t_batch_stat_images = torch_model.train().generator(torch.from_numpy(z)).numpy()
+        t_images = tgan.sample(torch_model, torch.as_tensor(z))["images"].cpu().numpy()
+        t_logits = torch_model.discriminator(torch.as_tensor(x)).cpu().numpy()
+        t_batch_stat_images = torch_model.train().generator(torch.as_tensor(z)).cpu().numpy()
     j_images = np.asarray(jgan.sample(jax_model, jnp.asarray(z))["images"])
     j_logits = np.asarray(jax_model.discriminator(jnp.asarray(x)))
     for what, t_out, j_out, expected in (
@@ -291,7 +291,7 @@ def test_discriminator_loss_and_every_gradient_agree(models, batches, dtype):
     expected = numpy_bce_with_logits(numpy_discriminator(t_sd, x, True), 1.0) + numpy_bce_with_logits(numpy_discriminator(t_sd, fake, True), 0.0)
     with in_precision(dtype, torch_model, jax_model):
         torch_model.zero_grad(set_to_none=True)
-        t_loss = tgan.discriminator_loss(torch_model.discriminator, torch_model.generator, torch.from_numpy(x), torch.from_numpy(z))
+        t_loss = tgan.discriminator_loss(torch_model.discriminator, torch_model.generator, torch.as_tensor(x), torch.as_tensor(z))
         t_loss.backward()
         j_loss, j_g = jax_value_and_grad(jgan.discriminator_loss, jax_model.discriminator, jax_model.generator, jnp.asarray(x), jnp.asarray(z))
         j_grads = jax_grads(jax_model.discriminator, j_g)
@@ -313,7 +313,7 @@ def test_generator_loss_and_every_gradient_agree(models, batches, dtype):
     expected = numpy_bce_with_logits(numpy_discriminator(t_sd, numpy_generator(t_sd, z, True), True), 1.0)
     with in_precision(dtype, torch_model, jax_model):
         torch_model.zero_grad(set_to_none=True)
-        t_loss = tgan.generator_loss(torch_model.generator, torch_model.discriminator, torch.from_numpy(z))
+        t_loss = tgan.generator_loss(torch_model.generator, torch_model.discriminator, torch.as_tensor(z))
         t_loss.backward()
         j_loss, j_g = jax_value_and_grad(jgan.generator_loss, jax_model.generator, jax_model.discriminator, jnp.asarray(z))
         j_grads = jax_grads(jax_model.generator, j_g)
@@ -342,11 +342,11 @@ def test_each_step_updates_its_network_and_the_same_running_statistics(models, b
     t_opt, j_opt = tgan.make_optimizer(torch_model), jgan.make_optimizer(jax_model)
     before = torch_weights.state_dict_from_model(torch_model)
     if network == "discriminator":
-        t_loss = tgan.discriminator_step(torch_model, t_opt, torch.from_numpy(x), torch.from_numpy(z_d))
+        t_loss = tgan.discriminator_step(torch_model, t_opt, torch.as_tensor(x), torch.as_tensor(z_d))
         j_loss = nnx.jit(jgan.discriminator_step)(jax_model, j_opt, jnp.asarray(x), jnp.asarray(z_d))
         counters = {G_COUNTERS[0]: 1, D_COUNTERS[0]: 2}
     else:
-        t_loss = tgan.generator_step(torch_model, t_opt, torch.from_numpy(z_g))
+        t_loss = tgan.generator_step(torch_model, t_opt, torch.as_tensor(z_g))
         j_loss = nnx.jit(jgan.generator_step)(jax_model, j_opt, jnp.asarray(z_g))
         counters = {G_COUNTERS[0]: 1, D_COUNTERS[0]: 1}
         assert all(p.grad is None for p in torch_model.discriminator.parameters()), "the G step computed D's gradients"
@@ -376,7 +376,7 @@ def gan_trajectories(torch_model, jax_model, batches) -> tuple[np.ndarray, np.nd
     j_step = CompiledStep(jgan.train_step, jax_model, j_opt)
     t_losses, j_losses = [], []
     for batch in batches:
-        t_losses.append(tgan.train_step(torch_model, t_opt, *map(torch.from_numpy, batch)).numpy())
+        t_losses.append(tgan.train_step(torch_model, t_opt, *map(torch.as_tensor, batch)).cpu().numpy())
         j_losses.append(np.asarray(j_step(*map(jnp.asarray, batch))))
     j_step.write_back()
     return np.array(t_losses, np.float64), np.array(j_losses, np.float64)
@@ -425,7 +425,7 @@ def test_weight_files_round_trip_both_ways(tmp_path, batches):
     """A trained torch GAN -> file -> JAX -> file -> torch, bit for bit (ConvTranspose's flip included)."""
     torch_model = tgan.init_model(0)
     opt = tgan.make_optimizer(torch_model)
-    tgan.train_step(torch_model, opt, *map(torch.from_numpy, batches[0]))
+    tgan.train_step(torch_model, opt, *map(torch.as_tensor, batches[0]))
     expected = torch_weights.state_dict_from_model(torch_model)
     torch_weights.save_model(torch_model, tmp_path / "t.safetensors", WeightsSpec("gan", "default"))
     jax_model = jgan.init_model(5)

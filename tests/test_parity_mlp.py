@@ -75,7 +75,7 @@ def test_logits_agree_with_each_other_and_with_numpy(models, batches):
     torch_model, jax_model = models
     x, _ = batches[0]
     with torch.no_grad():
-        t_logits = torch_model(torch.from_numpy(x)).numpy()
+        t_logits = torch_model(torch.as_tensor(x)).cpu().numpy()
     j_logits = np.asarray(jax_model(jnp.asarray(x)))
     expected = numpy_logits(torch_weights.state_dict_from_model(torch_model), x)
     assert_both_equal_reference(t_logits, j_logits, expected, FORWARD_RTOL, "logits")

@@ -114,7 +114,7 @@ def padded(pairs, length: int | None = None):
 
 
 def to_torch(*arrays):
-    return tuple(torch.from_numpy(a) for a in arrays)
+    return tuple(torch.as_tensor(a) for a in arrays)
 
 
 def to_jax(*arrays):
@@ -124,14 +124,14 @@ def to_jax(*arrays):
 def torch_grads(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """Gradients under state_dict names; a parameter the loss never reached (hid_fc for a one-letter name) has 0."""
     return {
-        name: np.zeros(tuple(p.shape), np.float32) if p.grad is None else p.grad.numpy().copy()
+        name: np.zeros(tuple(p.shape), np.float32) if p.grad is None else p.grad.cpu().numpy().copy()
         for name, p in model.named_parameters()
     }
 
 
 def torch_per_name(model, name: str, y: int):
     model.zero_grad(set_to_none=True)
-    loss = trnn.loss_fn_per_name(model, torch.from_numpy(one_hot_name(name)), torch.tensor([y]))
+    loss = trnn.loss_fn_per_name(model, torch.as_tensor(one_hot_name(name)), torch.tensor([y]))
     loss.backward()
     return loss.item(), torch_grads(model)
 
@@ -187,12 +187,12 @@ def test_per_name_outputs_at_every_character_and_loss_agree(models, samples):
         t_hidden, j_hidden = torch.zeros(1, HP.hidden_dim), jnp.zeros((1, HP.hidden_dim))
         with torch.no_grad():
             for i, char in enumerate(chars):
-                t_pred, t_hidden = torch_model(torch.from_numpy(char[None]), t_hidden)
+                t_pred, t_hidden = torch_model(torch.as_tensor(char[None]), t_hidden)
                 j_pred, j_hidden = jax_model(jnp.asarray(char[None]), j_hidden)
-                close(j_pred, t_pred.numpy(), FORWARD_RTOL, "per-name: output at each char", f"{name!r} char {i}")
-                close(j_hidden, t_hidden.numpy(), FORWARD_RTOL, "per-name: hidden at each char", f"{name!r} char {i}")
+                close(j_pred, t_pred.cpu().numpy(), FORWARD_RTOL, "per-name: output at each char", f"{name!r} char {i}")
+                close(j_hidden, t_hidden.cpu().numpy(), FORWARD_RTOL, "per-name: hidden at each char", f"{name!r} char {i}")
         with torch.no_grad():
-            t_loss = trnn.loss_fn_per_name(torch_model, torch.from_numpy(chars), torch.tensor([y])).item()
+            t_loss = trnn.loss_fn_per_name(torch_model, torch.as_tensor(chars), torch.tensor([y])).item()
         j_loss = float(jrnn.loss_fn_per_name(jax_model, jnp.asarray(chars), jnp.asarray([y])))
         close(j_loss, t_loss, LOSS_RTOL, "per-name: loss", repr(name))
 
@@ -230,7 +230,7 @@ def test_batched_logits_loss_and_every_gradient_agree(models, samples):
     chars, lengths, y = padded(samples["batches"][0])
     assert lengths.min() == 1 and lengths.max() == chars.shape[1]
     with torch.no_grad():
-        t_logits = trnn.last_logits(torch_model, *to_torch(chars, lengths)).numpy()
+        t_logits = trnn.last_logits(torch_model, *to_torch(chars, lengths)).cpu().numpy()
     j_logits = np.asarray(jrnn.last_logits(jax_model, *to_jax(chars, lengths)))
     close(j_logits, t_logits, FORWARD_RTOL, "batched: last_logits")
     j_eval = np.asarray(jrnn.eval_outputs(jax_model, *to_jax(chars, lengths))["logits"])
@@ -316,7 +316,7 @@ def test_sgd_is_the_source_manual_update(samples):
     manual = copy.deepcopy(model)
     name, y = samples["few"][2]
     for m in (model, manual):
-        trnn.loss_fn_per_name(m, torch.from_numpy(one_hot_name(name)), torch.tensor([y])).backward()
+        trnn.loss_fn_per_name(m, torch.as_tensor(one_hot_name(name)), torch.tensor([y])).backward()
     for p in manual.parameters():
         p.data.add_(p.grad, alpha=-0.001)
     before = torch_weights.state_dict_from_model(model)

@@ -115,7 +115,7 @@ def trained_state(request, batches) -> dict[str, np.ndarray]:
         torch_model = tvae.init_model(0)
         opt = tvae.make_optimizer(torch_model)
         for x, eps in batches[:3]:
-            tvae.train_step(torch_model, opt, torch.from_numpy(x), torch.from_numpy(eps))
+            tvae.train_step(torch_model, opt, torch.as_tensor(x), torch.as_tensor(eps))
         return torch_weights.state_dict_from_model(torch_model)
     jax_model = jvae.init_model(0)
     step = CompiledStep(jvae.train_step, jax_model, jvae.make_optimizer(jax_model))
@@ -140,7 +140,7 @@ def running_statistics(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 def torch_outputs(torch_model, x, eps) -> dict[str, np.ndarray]:
     with torch.no_grad():
-        return {k: v.numpy() for k, v in tvae.eval_outputs(torch_model, torch.from_numpy(x), torch.from_numpy(eps)).items()}
+        return {k: v.cpu().numpy() for k, v in tvae.eval_outputs(torch_model, torch.as_tensor(x), torch.as_tensor(eps)).items()}
 
 
 def jax_outputs(jax_model, x, eps) -> dict[str, np.ndarray]:
@@ -240,8 +240,8 @@ def test_reconstruct_and_sample_agree(trained_models, data):
     recon = 1 / (1 + np.exp(-numpy_vae(state_dict, x, np.zeros_like(z))[0]))  # decoded at z = mean
     means = 1 / (1 + np.exp(-numpy_vae(state_dict, x, None, z=z)[0]))  # decoded at z
     with torch.no_grad():
-        t_recon = tvae.reconstruct(torch_model, torch.from_numpy(x))["images"].numpy()
-        t_sample = {k: v.numpy() for k, v in tvae.sample(torch_model, torch.from_numpy(z), torch.from_numpy(u)).items()}
+        t_recon = tvae.reconstruct(torch_model, torch.as_tensor(x))["images"].cpu().numpy()
+        t_sample = {k: v.cpu().numpy() for k, v in tvae.sample(torch_model, torch.as_tensor(z), torch.as_tensor(u)).items()}
     j_recon = np.asarray(jvae.reconstruct(jax_model, jnp.asarray(x))["images"])
     j_sample = {k: np.asarray(v) for k, v in jvae.sample(jax_model, jnp.asarray(z), jnp.asarray(u)).items()}
     assert_both_equal_reference(t_recon, j_recon, recon, FORWARD_RTOL, "reconstruction")
@@ -297,7 +297,7 @@ def test_every_gradient_agrees_in_float64(batches):
     x, eps = (a.astype(np.float64) for a in batches[1])
     torch_model, jax_model = float64_models()
     with jax.enable_x64(True):
-        t_loss = tvae.loss_fn(torch_model, torch.from_numpy(x), torch.from_numpy(eps))
+        t_loss = tvae.loss_fn(torch_model, torch.as_tensor(x), torch.as_tensor(eps))
         t_loss.backward()
         j_loss, j_grads = jax_value_and_grad(jvae.loss_fn, jax_model, jnp.asarray(x), jnp.asarray(eps))
         t_g, j_g = torch_grads(torch_model), jax_grads(jax_model, j_grads)
@@ -318,7 +318,7 @@ def adam_steps(torch_model, jax_model, batches, lr: float):
         j_step.write_back()  # the JAX model's variables up to date, to read its biases
         t_biases.append({k: v for k, v in torch_weights.state_dict_from_model(torch_model).items() if k in FREE_BIASES})
         j_biases.append({k: v for k, v in jax_weights.state_dict_from_model(jax_model).items() if k in FREE_BIASES})
-        t_losses.append(float(tvae.train_step(torch_model, t_opt, torch.from_numpy(x), torch.from_numpy(eps))))
+        t_losses.append(float(tvae.train_step(torch_model, t_opt, torch.as_tensor(x), torch.as_tensor(eps))))
         j_losses.append(float(j_step(jnp.asarray(x), jnp.asarray(eps))))
     j_step.write_back()
     return t_losses, j_losses, t_biases, j_biases
@@ -416,7 +416,7 @@ def test_kl_equals_the_analytic_kl_of_two_gaussians():
             np.trace(np.linalg.solve(cov_p, cov_q)) + diff @ np.linalg.solve(cov_p, diff) - len(m)
             + np.linalg.slogdet(cov_p)[1] - np.linalg.slogdet(cov_q)[1]
         ))
-    t_kl = tvae.kl_divergence(torch.from_numpy(mean), torch.from_numpy(logvar)).numpy()
+    t_kl = tvae.kl_divergence(torch.as_tensor(mean), torch.as_tensor(logvar)).cpu().numpy()
     j_kl = np.asarray(jvae.kl_divergence(jnp.asarray(mean), jnp.asarray(logvar)))
     np.testing.assert_allclose(t_kl, expected, rtol=1e-5)
     np.testing.assert_allclose(j_kl, expected, rtol=1e-5)
@@ -424,7 +424,7 @@ def test_kl_equals_the_analytic_kl_of_two_gaussians():
     # it is logvar the log-variance (a log standard deviation would give another KL).
     n = 200_000
     eps = rng.standard_normal((n, VAE.latent_dim)).astype(np.float32)
-    for arch, to, back in ((tvae, torch.from_numpy, lambda a: a.numpy()), (jvae, jnp.asarray, np.asarray)):
+    for arch, to, back in ((tvae, torch.as_tensor, lambda a: a.cpu().numpy()), (jvae, jnp.asarray, np.asarray)):
         z = back(arch.reparameterize(to(np.repeat(mean[:1], n, 0)), to(np.repeat(logvar[:1], n, 0)), to(eps))).astype(np.float64)
         m, lv = mean[0].astype(np.float64), logvar[0].astype(np.float64)
         log_ratio = np.sum(-0.5 * (z - m) ** 2 / np.exp(lv) - 0.5 * lv + 0.5 * z**2, axis=1)  # log q(z) - log p(z)
@@ -436,10 +436,10 @@ def test_center_crop_is_the_centre_slice():
     x = np.random.default_rng(0).normal(size=(2, 3, 31, 30)).astype(np.float32)
     for (height, width), (top, left) in (((28, 28), (1, 1)), ((29, 27), (1, 1)), ((30, 30), (0, 0)), ((7, 9), (12, 10))):
         expected = x[:, :, top : top + height, left : left + width]
-        np.testing.assert_array_equal(torch_center_crop(torch.from_numpy(x), height, width).numpy(), expected)
+        np.testing.assert_array_equal(torch_center_crop(torch.as_tensor(x), height, width).cpu().numpy(), expected)
         j_out = np.asarray(jax_center_crop(jnp.asarray(x.transpose(0, 2, 3, 1)), height, width)).transpose(0, 3, 1, 2)
         np.testing.assert_array_equal(j_out, expected)
-    np.testing.assert_array_equal(torch_center_crop(torch.from_numpy(x[:, :, :29, :29]), 28, 28).numpy(), x[:, :, :28, :28])  # the VAE's
+    np.testing.assert_array_equal(torch_center_crop(torch.as_tensor(x[:, :, :29, :29]), 28, 28).cpu().numpy(), x[:, :, :28, :28])  # the VAE's
 
 
 @pytest.mark.parametrize("stride, padding, kernel", [(2, 0, 3), (2, 1, 3), (1, 1, 3), (2, 1, 4)])
@@ -455,7 +455,7 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
     flipped = t_sd["weight"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1)  # (in, out, kh, kw) -> (kh, kw, in, out), flipped in space
     np.testing.assert_array_equal(np.asarray(j_conv.kernel.get_value()), flipped)
     with torch.no_grad():
-        t_out = t_conv(torch.from_numpy(x)).numpy()
+        t_out = t_conv(torch.as_tensor(x)).cpu().numpy()
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)  # NHWC in and out
     expected = numpy_conv_transpose2d(x.astype(np.float64), t_sd["weight"].astype(np.float64), t_sd["bias"], stride, padding)
     assert expected.shape == (2, 5, (9 - 1) * stride - 2 * padding + kernel, (7 - 1) * stride - 2 * padding + kernel)
@@ -468,7 +468,7 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
     j_conv = conv_transpose(3, 5, kernel, stride=stride, padding=padding, rngs=nnx.Rngs(2))
     torch_weights.load_state_dict(t_conv, jax_weights.state_dict_from_model(j_conv))
     with torch.no_grad():
-        t_out = t_conv(torch.from_numpy(x)).numpy()
+        t_out = t_conv(torch.as_tensor(x)).cpu().numpy()
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
     assert_close(j_out, t_out, FORWARD_RTOL, "conv_transpose outputs, jax weights")
     assert np.abs(j_out).max() > 0.1
@@ -517,7 +517,7 @@ def test_shared_metric_equals_the_loss(batches):
     model = tvae.init_model(3)
     x, eps = batches[1]
     with torch.no_grad():
-        out = {k: v.numpy() for k, v in tvae.eval_outputs(model, torch.from_numpy(x), torch.from_numpy(eps)).items()}
-        loss = float(tvae.loss_fn(model, torch.from_numpy(x), torch.from_numpy(eps)))
+        out = {k: v.cpu().numpy() for k, v in tvae.eval_outputs(model, torch.as_tensor(x), torch.as_tensor(eps)).items()}
+        loss = float(tvae.loss_fn(model, torch.as_tensor(x), torch.as_tensor(eps)))
     metric = neg_elbo(x, out["logits"], out["mean"], out["logvar"] / 2)
     assert metric["neg_elbo"] == pytest.approx(loss, rel=1e-5)
