@@ -7,9 +7,13 @@
 It runs the project from this source tree with the torch and JAX it finds
 (a GPU image's own CUDA builds, whatever their versions) and installs
 nothing: a missing dependency is reported with how to bring it to an offline
-machine. The steps share the budget: the parity tests get a share of what is
-left, the benchmark the rest; a benchmark still running when the budget is
-spent is interrupted (it keeps what it measured) and the summary says which
+machine. The benchmark runs twice, the GPU table first: every architecture,
+both tasks and precisions in each framework's plain mode (torch-eager,
+jax-jit), then the compiled and overhead-free modes (torch-compile and its
+CUDA graphs, jax-jit and jax-scan), whose compilations take most of the time.
+The steps share the budget: the parity tests get a share of what is left, the
+benchmark runs the rest; one still running when its time is spent is
+interrupted (it keeps what it measured) and the summary says which
 configurations were not measured and the --resume command that measures
 them. OUT/summary.md is the page to read; docs/gpu.md says what each file holds.
 """
@@ -52,6 +56,7 @@ DEV_TOOLS = ("pytest", "pytest-xdist", "hypothesis")  # of the dev extra: the ru
 IMPORT_NAMES = {"pytest-xdist": "xdist"}  # distribution -> module, where they differ
 PARITY_FILES = "tests/test_parity_*.py"
 PARITY_SHARE = 0.4  # of the time left after the environment: the parity tests (compile-bound), the benchmark gets the rest
+TABLE_SHARE = 0.7  # of the time left after the parity tests: the first benchmark run (the table), the second gets the rest
 BENCHMARK_LIMITS = ("--repeats", "2", "--max-time", "1")  # two rounds of at most 1 s a configuration, so that most of the table fits
 # After SIGINT: pytest writes its report, compare.py stops its workers (its rows are on disk already: it saves after every group).
 INTERRUPT_GRACE_S = 15.0
@@ -195,11 +200,23 @@ def load_compare():
     return compare
 
 
-def benchmark_argv(compare, out: str) -> list[str]:
-    """compare.py's arguments: on the GPU, every precision, every single-device mode (data-parallel ones need --devices N > 1)."""
+def benchmark_runs(compare) -> dict[str, list[str]]:
+    """The benchmark's two runs, by output folder, and their modes; together every single-device mode (data-parallel ones need
+    --devices N > 1). First the table: each framework's plain mode (what the training command runs). Then the compiled modes and
+    the overhead-free ones with the modes they are timed against (benchmarks/report.py OVERHEAD_FREE_BASE), in one run: their
+    ratios are formed round by round."""
+    from benchmarks.report import OVERHEAD_FREE_BASE
+
+    single_device = [m for m in compare.ALL_MODES if m not in compare.DATA_PARALLEL_MODES.values()]
+    plain = [m for m in single_device if m in compare.FIT_MODE.values()]
+    paired = {*OVERHEAD_FREE_BASE, *OVERHEAD_FREE_BASE.values()}
+    return {"benchmark": plain, "benchmark-overhead-free": [m for m in single_device if m in paired or m not in plain]}
+
+
+def benchmark_argv(compare, out: str, modes: list[str]) -> list[str]:
+    """compare.py's arguments: on the GPU, every precision, `modes`."""
     if not hasattr(compare, "PRECISIONS"):
         raise UserError("benchmarks/compare.py has no PRECISIONS: this check needs the compare.py that takes --precision")
-    modes = [m for m in compare.ALL_MODES if m not in compare.DATA_PARALLEL_MODES.values()]
     return ["--device", "gpu", "--precision", *compare.PRECISIONS, "--mode", *modes, *BENCHMARK_LIMITS, "--out", out]
 
 
@@ -350,17 +367,18 @@ def not_measured_lines(missing: list[dict], key: tuple[str, ...], resume_command
     return lines + ["", "</details>"]
 
 
-def measured_rows(out: Path) -> list[dict]:
-    """The rows compare.py saved in OUT/benchmark/results.json (after every finished group, so also when interrupted)."""
-    path = out / "benchmark" / "results.json"
+def measured_rows(folder: Path) -> list[dict]:
+    """The rows compare.py saved in FOLDER/results.json (after every finished group, so also when interrupted)."""
+    path = folder / "results.json"
     return json.loads(path.read_text())["rows"] if path.is_file() else []
 
 
-def benchmark_lines(table: list[str], planned: int, missing: list[dict], key: tuple[str, ...], finished: bool, resume_command: str) -> list[str]:
+def benchmark_lines(table: list[str], planned: int, missing: list[dict], key: tuple[str, ...], finished: bool, resume_command: str,
+                    folder: str = "benchmark") -> list[str]:
     """The measured rows' table (benchmarks.report's, as in results.md), a pointer to the full report, what is not measured."""
     lines = [f"{planned - len(missing)} of {planned} configurations measured.", ""] + (table or ["No configuration finished."])
     if finished:
-        lines += ["", "Every table and the charts: [benchmark/results.md](benchmark/results.md), benchmark/results.png."]
+        lines += ["", f"Every table, the summary and the charts: [{folder}/results.md]({folder}/results.md), {folder}/results.png."]
     return lines + [""] + not_measured_lines(missing, key, resume_command)
 
 
@@ -383,7 +401,7 @@ def summary_markdown(env: dict, check_command: str, wall_s: float, budget_s: flo
             lines.append(f"| {name} | {command} | {result:.0f} s | finished |")
     if parity and parity["failed_tests"]:
         lines += ["", "## Parity tests that failed on the GPU", ""] + [f"- `{name}`" for name in parity["failed_tests"]]
-    return "\n".join(lines + ["", "## Benchmark", "", *benchmark]) + "\n"
+    return "\n".join(lines + ["", *benchmark]) + "\n"
 
 
 # ---------------------------------------------------------------- the two ways to run
@@ -411,10 +429,10 @@ def collected_tests(cmd: list[str]) -> int:
     return int(counted.group(1))
 
 
-def output_files(out_arg: str) -> list[str]:
-    names = ["environment.json", "parity.log", "parity.xml", "benchmark.log", "benchmark/results.json", "benchmark/results.md",
-             "benchmark/results.png", "summary.md"]
-    return [f"{out_arg}/{name}" for name in names]
+def output_files(out_arg: str, runs: list[str]) -> list[str]:
+    names = ["environment.json", "parity.log", "parity.xml"]
+    names += [f"{run}{suffix}" for run in runs for suffix in (".log", "/results.json", "/results.md", "/results.png")]
+    return [f"{out_arg}/{name}" for name in [*names, "summary.md"]]
 
 
 def dry_run(out: Path, budget_s: float) -> list[str]:
@@ -444,16 +462,18 @@ def dry_run(out: Path, budget_s: float) -> list[str]:
     if count is not None:
         say(f"  collected without --device gpu: {count} tests")
     compare = attempt(load_compare)
-    argv = attempt(benchmark_argv, compare, f"{out_arg}/benchmark") if compare else None
-    if argv:
-        say(f"benchmark (the rest of the budget): {shown(benchmark_command(argv))}")
-        configs = attempt(plan_benchmark, compare, argv)
-        if configs is not None:
-            say(f"  compare.py plans {len(configs)} configurations")
+    runs = benchmark_runs(compare) if compare else {}
+    for run, modes in runs.items():
+        argv = attempt(benchmark_argv, compare, f"{out_arg}/{run}", modes)
+        if argv:
+            say(f"{run} (then the rest of the budget): {shown(benchmark_command(argv))}")
+            configs = attempt(plan_benchmark, compare, argv)
+            if configs is not None:
+                say(f"  compare.py plans {len(configs)} configurations")
     folder = attempt(check_writable, out)
     if folder:
         where = "takes files" if folder == out else f"can be made (in {folder}, which takes files)"
-        say(f"output: {out} {where}; would write " + ", ".join(output_files(out_arg)))
+        say(f"output: {out} {where}; would write " + ", ".join(output_files(out_arg, list(runs))))
     return failures
 
 
@@ -468,8 +488,8 @@ def check(out: Path, budget_s: float, check_command: str) -> int:
 
     prepare_out_dir(out)
     compare = load_compare()
-    argv = benchmark_argv(compare, f"{out_argument(out)}/benchmark")
-    configs = plan_benchmark(compare, argv)  # before any GPU time: a refused plan stops the check here
+    runs = {run: benchmark_argv(compare, f"{out_argument(out)}/{run}", modes) for run, modes in benchmark_runs(compare).items()}
+    plans = {run: plan_benchmark(compare, argv) for run, argv in runs.items()}  # before any GPU time: a refused plan stops the check here
     env = environment_step(out)
     steps: dict[str, tuple[str, StepResult | float]] = {"environment": ("probes of torch and JAX in processes of their own", budget.total_s - budget.left())}
     parity_cmd = parity_command(f"{out_argument(out)}/parity.xml")
@@ -478,14 +498,18 @@ def check(out: Path, budget_s: float, check_command: str) -> int:
     steps["parity"] = (shown(parity_cmd, GPU_ENV), parity)
     counts = parity_counts(out / "parity.xml")
     say(f"parity: {parity_line(counts)}")
-    bench_cmd = benchmark_command(argv)
-    benchmark = run_logged("benchmark", bench_cmd, out / "benchmark.log", step_timeout(budget.left(), 1.0))
-    steps["benchmark"] = (shown(bench_cmd), benchmark)
-    lines = benchmark_report(out, compare, configs, argv, finished=benchmark.returncode == 0)
+    lines, benchmarks_ended = [], True
+    for i, (run, argv) in enumerate(runs.items()):
+        bench_cmd = benchmark_command(argv)
+        share = TABLE_SHARE if i < len(runs) - 1 else 1.0
+        benchmark = run_logged(run, bench_cmd, out / f"{run}.log", step_timeout(budget.left(), share))
+        steps[run] = (shown(bench_cmd), benchmark)
+        lines += [f"## {BENCHMARK_TITLES.get(run, run)}", "", *benchmark_report(out / run, compare, plans[run], argv, benchmark.returncode == 0), ""]
+        benchmarks_ended &= benchmark.returncode == 0 or benchmark.stopped
     (out / "summary.md").write_text(summary_markdown(env, check_command, budget.total_s - budget.left(), budget_s, steps, counts, lines))
     say(f"summary: {out / 'summary.md'} ({budget.total_s - budget.left():.0f} s in all)")
     parity_passed = parity.returncode == 0 and counts is not None
-    return 0 if parity_passed and (benchmark.returncode == 0 or benchmark.stopped) else 1
+    return 0 if parity_passed and benchmarks_ended else 1
 
 
 def environment_step(out: Path) -> dict:
@@ -499,17 +523,22 @@ def environment_step(out: Path) -> dict:
     return env
 
 
-def benchmark_report(out: Path, compare, configs: list[dict], argv: list[str], finished: bool) -> list[str]:
-    """The summary's benchmark section from the rows compare.py saved; what is not measured is printed with its --resume command."""
+BENCHMARK_TITLES = {"benchmark": "Benchmark: every architecture, torch-eager and jax-jit, float32 and bfloat16",
+                    "benchmark-overhead-free": "Benchmark: torch.compile, CUDA graphs, jax-jit and jax-scan"}
+
+
+def benchmark_report(folder: Path, compare, configs: list[dict], argv: list[str], finished: bool) -> list[str]:
+    """A benchmark run's section of the summary from the rows compare.py saved in `folder`; what is not measured is printed
+    with its --resume command."""
     from benchmarks import report
 
-    rows = measured_rows(out)
+    rows = measured_rows(folder)
     missing = unmeasured(configs, rows, compare.row_key)
     resume = shown(benchmark_command([*argv, "--resume"]))
-    say(f"benchmark: {len(configs) - len(missing)} of {len(configs)} configurations measured")
+    say(f"{folder.name}: {len(configs) - len(missing)} of {len(configs)} configurations measured")
     if missing:
-        say(f"benchmark: the other {len(missing)} are measured by {resume}")
-    return benchmark_lines(report.table(rows) if rows else [], len(configs), missing, compare.KEY, finished, resume)
+        say(f"{folder.name}: the other {len(missing)} are measured by {resume}")
+    return benchmark_lines(report.table(rows) if rows else [], len(configs), missing, compare.KEY, finished, resume, folder.name)
 
 
 def run_logged(name: str, cmd: list[str], log: Path, timeout_s: float, env: dict[str, str] | None = None) -> StepResult:

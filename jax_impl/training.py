@@ -121,7 +121,8 @@ class CompiledStep:
     jax-scan: K steps in one call, a lax.scan of the step over batches stacked
     on a leading axis of K (each array (K, ...)); it returns the K steps'
     losses. No Python, dispatch or transfer between the steps: what a step
-    costs without the host (docs/benchmark.md).
+    costs without the host (docs/benchmark.md). On a CPU a model with
+    convolutions has its scan unrolled (XLA:CPU runs their gradients slowly in a loop).
     """
 
     def __init__(self, step_fn, model: nnx.Module, optimizer: nnx.Optimizer, mode: str = "jax-jit",
@@ -146,8 +147,12 @@ class CompiledStep:
             loss = step_fn(model, optimizer, *batch)
             return jax.tree.leaves(nnx.state((model, optimizer))), loss
 
+        # A loop, compiled once; unrolled for a model with convolutions on a CPU, where in a loop a convolution's kernel
+        # gradient ran ~65x slower than outside one (the CNN's scanned step 13x slower than jax-jit's; ../shared/FIELD-NOTES.md).
+        unroll = jax.default_backend() == "cpu" and any(isinstance(m, (nnx.Conv, nnx.ConvTranspose)) for _, m in nnx.iter_graph(model))
+
         def pure_steps(leaves, *stacked):
-            return jax.lax.scan(lambda carried, batch: pure_step(carried, *batch), leaves, stacked)
+            return jax.lax.scan(lambda carried, batch: pure_step(carried, *batch), leaves, stacked, unroll=unroll)
 
         placed = {} if sharding is None else {"out_shardings": sharding.replicated}
         self.fn = jax.jit(pure_steps if mode == SCAN_MODE else pure_step, donate_argnums=0, **placed)

@@ -79,11 +79,14 @@ def test_dry_run_passes_here_and_prints_the_gpu_commands(tmp_path):
     for path in sorted(REPO_ROOT.glob("tests/test_parity_*.py")):
         assert str(path.relative_to(REPO_ROOT)) in pytest_line
     assert "--device gpu" in pytest_line and "XLA_PYTHON_CLIENT_PREALLOCATE=false" in pytest_line and "--junitxml" in pytest_line
-    compare_line = next(line for line in lines if "benchmarks/compare.py" in line)
-    assert "--device gpu" in compare_line and f"--precision {' '.join(compare.PRECISIONS)} " in compare_line
+    table, overhead_free = (line for line in lines if "benchmarks/compare.py" in line)  # the table first, then the other modes
     assert {"float32", "bfloat16"} <= set(compare.PRECISIONS)
-    single_device = [m for m in compare.ALL_MODES if m not in compare.DATA_PARALLEL_MODES.values()]
-    assert f"--mode {' '.join(single_device)} " in compare_line
+    for line in (table, overhead_free):
+        assert "--device gpu" in line and f"--precision {' '.join(compare.PRECISIONS)} " in line
+    assert "--mode torch-eager jax-jit " in table and "--out " in table and "/benchmark " in table + " "
+    assert "--mode torch-compile torch-compile-cudagraphs jax-jit jax-scan " in overhead_free
+    single_device = {m for m in compare.ALL_MODES if m not in compare.DATA_PARALLEL_MODES.values()}
+    assert set().union(*gpu_check.benchmark_runs(compare).values()) == single_device  # every mode, in one run or the other
     assert any("tests" in line and "collected" in line for line in lines)  # pytest --collect-only ran
     assert any("compare.py plans" in line for line in lines)
     if not torch_sees_cuda():
@@ -182,6 +185,8 @@ def test_the_configurations_left_unmeasured_and_the_resume_command():
     assert "results.md" not in text  # an interrupted run wrote no report of its own
     finished = "\n".join(gpu_check.benchmark_lines(["| the table |"], 2, [], KEY, True, resume))
     assert "benchmark/results.md" in finished and "Not measured" not in finished and "--resume" not in finished
+    elsewhere = "\n".join(gpu_check.benchmark_lines([], 2, [], KEY, True, resume, "benchmark-overhead-free"))
+    assert "[benchmark-overhead-free/results.md](benchmark-overhead-free/results.md)" in elsewhere
 
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="5">
@@ -209,7 +214,8 @@ def test_the_summary_holds_the_gpu_versions_steps_and_tables():
     bench = gpu_check.StepResult(["python", "benchmarks/compare.py"], 250.0, wall_s=262.0, returncode=130, stopped=True)
     steps = {"environment": ("probes", 12.0), "parity": ("python -m pytest", parity), "benchmark": ("python benchmarks/compare.py", bench)}
     counts = {"passed": 160, "failed": 1, "errors": 0, "skipped": 3, "failed_tests": ["tests.test_parity_gan::test_x"]}
-    text = gpu_check.summary_markdown(env, "python benchmarks/gpu_check.py", 440.0, 480.0, steps, counts, ["3 of 9 configurations measured."])
+    text = gpu_check.summary_markdown(env, "python benchmarks/gpu_check.py", 440.0, 480.0, steps, counts,
+                                      ["## Benchmark", "", "3 of 9 configurations measured."])
     for expected in ("torch: NVIDIA H100 80GB HBM3 (CUDA 12.8); JAX: NVIDIA H100 80GB HBM3", "Python 3.12.3, torch 2.9.0, jax 0.7.1",
                      "440 s of its 480 s budget", "| environment | probes | 12 s | finished |",
                      "| parity | `python -m pytest` | 150 s | exit status 1 |",

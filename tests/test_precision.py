@@ -192,15 +192,16 @@ def test_the_training_command_records_its_precision_and_a_resume_keeps_it(tmp_pa
     assert one_line_error(resumed.stderr) == f"error: --resume {out}: the run was trained with --precision bfloat16, not --precision float32"
 
 
-# The quality targets of the issue: a bfloat16 run reaches its float32 run's test accuracy within 0.5 points, its ELBO within 1 nat.
-QUALITY_TARGETS = {"mlp": ("test_accuracy", 0.005), "vae_mlp": ("test_neg_elbo", 1.0)}
+# The quality targets: a bfloat16 run reaches its float32 run's quality, the test accuracy less 0.5 points at the worst, the negative
+# ELBO plus 1 nat at the worst (better is allowed: the MLP's JAX bfloat16 run measured 95.5% against 95.0%, 5 of 1,000 digits).
+QUALITY_TARGETS = {"mlp": ("test_accuracy", -0.005), "vae_mlp": ("test_neg_elbo", 1.0)}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 @pytest.mark.parametrize("arch", sorted(QUALITY_TARGETS))
 def test_a_bfloat16_training_run_reaches_its_float32_quality(arch, framework, tmp_path):
-    metric, tolerance = QUALITY_TARGETS[arch]
+    metric, worse_by = QUALITY_TARGETS[arch]  # the signed step from the float32 result to the worst allowed
     final = {}
     for precision in ("float32", "bfloat16"):
         out = tmp_path / precision
@@ -208,4 +209,5 @@ def test_a_bfloat16_training_run_reaches_its_float32_quality(arch, framework, tm
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, proc.stderr[-2000:]
         final[precision] = json.loads((out / "metrics.json").read_text())["final"][metric]
-    assert abs(final["bfloat16"] - final["float32"]) <= tolerance, final
+    worst = final["float32"] + worse_by
+    assert (final["bfloat16"] >= worst) if worse_by < 0 else (final["bfloat16"] <= worst), final
