@@ -143,7 +143,7 @@ def test_scaling_says_where_throughput_stops_growing(sweep):
 
 def test_table_markdown_and_charts_are_written(sweep):
     _, stdout, out = sweep
-    assert "| mlp | train | jax-jit | 1000 |" in stdout and "jax-jit / best torch step time" in stdout
+    assert "| mlp | train | jax-jit | float32 | 1000 |" in stdout and "jax-jit / best torch step time" in stdout
     assert "stops growing at batch" in stdout or "still growing at the largest batch, 1000" in stdout
     md = (out / "results.md").read_text()
     assert "versions:" in md and "torch 2.13.0" in md and "peak MB" in md
@@ -256,11 +256,11 @@ def test_fit_trains_both_frameworks_from_one_initial_file(tmp_path):
     fits = results["rows"]
     assert [r["framework"] for r in fits] == ["torch", "jax"]
     for r in fits:
-        metrics = json.loads((tmp_path / "fit" / f"mlp-{r['framework']}" / "metrics.json").read_text())
+        metrics = json.loads((tmp_path / "fit" / f"mlp-{r['framework']}-float32" / "metrics.json").read_text())
         assert r["quality_metric"] == "test_accuracy" and r["quality"] == metrics["final"]["test_accuracy"] > 0.5  # 2 epochs: 63%
         assert r["epochs"] == 2 and len(r["curve"]) == 2 and r["curve"][-1][0] <= r["wall_s"]
     assert abs(fits[0]["quality"] - fits[1]["quality"]) < 0.02  # the same initial weights, the same data order
-    assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "| mlp | torch | 1000 | 2 |" in stdout
+    assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "| mlp | torch | float32 | 1000 | 2 |" in stdout
 
 
 # ---------------------------------------------------------------- the plan and bad input
