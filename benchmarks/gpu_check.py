@@ -463,10 +463,11 @@ def dry_run(out: Path, budget_s: float) -> list[str]:
         say(f"  collected without --device gpu: {count} tests")
     compare = attempt(load_compare)
     runs = benchmark_runs(compare) if compare else {}
-    for run, modes in runs.items():
+    for i, (run, modes) in enumerate(runs.items()):
         argv = attempt(benchmark_argv, compare, f"{out_arg}/{run}", modes)
         if argv:
-            say(f"{run} (then the rest of the budget): {shown(benchmark_command(argv))}")
+            share = f"{TABLE_SHARE:.0%} of what is left then" if i < len(runs) - 1 else "the rest of the budget"
+            say(f"{run} ({share}): {shown(benchmark_command(argv))}")
             configs = attempt(plan_benchmark, compare, argv)
             if configs is not None:
                 say(f"  compare.py plans {len(configs)} configurations")
