@@ -148,7 +148,7 @@ class Backend(Protocol):
     """
 
     framework: str  # "torch" or "jax"
-    modes: tuple[str, ...]  # the benchmark's step modes: torch-eager, torch-compile; jax-jit
+    modes: tuple[str, ...]  # the benchmark's step modes: torch-eager, torch-compile, torch-compile-cudagraphs (GPU); jax-jit, jax-scan
     data_parallel_mode: str  # the step mode of a run over several devices: torch-ddp; jax-sharded
     arch: ModelModule  # the architecture's module in this framework's tree
     parallel: Parallel  # this process's place in a data-parallel run (a single-device run's by default)
@@ -164,7 +164,8 @@ class Backend(Protocol):
         most `timeout` s for the peers."""
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs: Any) -> Model:
-        """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given (its metadata checked against `expected`)."""
+        """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given (its metadata checked against `expected`);
+        float32 weights in any precision (JAX: its layers set to compute in the precision's dtype)."""
 
     def seed_dropout(self, seed: int) -> None:
         """Seed whatever draws dropout masks outside the model (torch's global generator) from the run's seed."""
@@ -174,7 +175,8 @@ class Backend(Protocol):
     def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None,
                      networks: dict[str, bool] | None = None) -> CompiledStep:
         """`step` bound to model and optimizer, compiled for `mode` (default: the framework's first, or its data-parallel mode on
-        several devices, which returns the global batch's losses); `networks`: Task.networks."""
+        several devices, which returns the global batch's losses) in the Backend's precision; `networks`: Task.networks. jax-scan's
+        step takes each batch array stacked K times on a new leading axis and returns the K steps' losses."""
 
     def compile_inference(self, model: Model, fn: Callable[..., Outputs], mode: str | None = None) -> Callable[..., Outputs]:
         """fn bound to the model in eval mode, without gradients, compiled for `mode`: f(*batch) -> outputs (the benchmark's)."""
@@ -193,7 +195,8 @@ class Backend(Protocol):
     def to_numpy(self, tree: Any) -> Any: ...
 
     def predict(self, model: Model, fn: Callable[..., Outputs], *arrays: np.ndarray) -> dict[str, np.ndarray]:
-        """fn(model, *arrays) in eval mode without gradients, numpy in and out; the model's own mode is left as it was."""
+        """fn(model, *arrays) in eval mode without gradients, in the Backend's precision, numpy in and out (bfloat16 outputs as
+        float32); the model's own mode is left as it was."""
 
     def sync(self, result: Any = None) -> None:
         """Wait until the device has computed `result` (the benchmark reads the clock after this)."""
