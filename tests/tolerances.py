@@ -246,7 +246,14 @@ class TrajectoryBounds:
 # The single-device test holds its first 3 steps strict (JAX vs torch); JAX on 2 devices against 1 measured
 # 2.9e-5 at step 3 (at a batch of 20): its float32 convolution gradients differ (above), which Adam's
 # per-entry normalisation turns into O(lr) steps of the small entries, as BATCHNORM_TRAJECTORY_* describes.
+# The conv autoencoder's 10 steps in a data-parallel case (batch 20), torch against JAX: on the Zen 4 VM (lscpu family 25
+# model 17) 88 of its 2,633 parameter entries (3.3%) end more than TRAJECTORY_PARAM_ATOL apart, at most 1.3e-3 (1.3 lr:
+# its biases' and border pixels' gradients are near-cancelling sums, Adam's ill-conditioned case above); the same 88 at the
+# commit before bfloat16 existed, so this machine's kernels, not a change. On the Zen 3 VM of the data-parallel issue the
+# per-entry bound held. Held as a whole instead: |params_jax - params_torch| / |params_torch - start| measured 1.3e-2.
+CONV_AUTOENCODER_DISPLACEMENT_RTOL = 5e-2
 TRAJECTORY_BOUNDS = {
+    "autoencoder/conv": TrajectoryBounds(displacement=CONV_AUTOENCODER_DISPLACEMENT_RTOL),
     "cnn": TrajectoryBounds(BATCHNORM_TRAJECTORY_LOSS_RTOL, TRAJECTORY_LOSS_RTOL, 1, BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL),
     "vae": TrajectoryBounds(BATCHNORM_TRAJECTORY_LOSS_RTOL, TRAJECTORY_LOSS_RTOL, BATCHNORM_TRAJECTORY_STRICT_STEPS,
                             BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL, ("conv1.bias", "conv2.bias", "deconv1.bias"),
