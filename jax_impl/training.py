@@ -149,7 +149,8 @@ class CompiledStep:
 
         # A loop, compiled once; unrolled for a model with convolutions on a CPU, where in a loop a convolution's kernel
         # gradient ran ~65x slower than outside one (the CNN's scanned step 13x slower than jax-jit's; ../shared/FIELD-NOTES.md).
-        unroll = jax.default_backend() == "cpu" and any(isinstance(m, (nnx.Conv, nnx.ConvTranspose)) for _, m in nnx.iter_graph(model))
+        unroll = mode == SCAN_MODE and jax.default_backend() == "cpu" and any(isinstance(m, (nnx.Conv, nnx.ConvTranspose))
+                                                                              for _, m in nnx.iter_graph(model))
 
         def pure_steps(leaves, *stacked):
             return jax.lax.scan(lambda carried, batch: pure_step(carried, *batch), leaves, stacked, unroll=unroll)
