@@ -138,17 +138,18 @@ class CompiledStep:
 
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager",
                  parallel: Parallel | None = None, networks: dict[str, bool] | None = None, precision: str = "float32"):
-        if (mode == DATA_PARALLEL_MODE) != (parallel is not None and parallel.processes > 1):
+        self.data_parallel = mode == DATA_PARALLEL_MODE
+        if self.data_parallel != (parallel is not None and parallel.processes > 1):
             raise UserError(f"--mode {mode}: {DATA_PARALLEL_MODE} is the mode of a run over several processes, and the only one")
         device = next(model.parameters()).device
         self.fn = compiled(in_precision(step_fn, device, precision), mode, device)
-        self.optimizer, self.parallel = optimizer, parallel
-        self.model = distributed.replicated(model, networks or {}, parallel) if mode == DATA_PARALLEL_MODE else model
+        self.optimizer = optimizer
+        self.model = distributed.replicated(model, networks or {}, parallel) if self.data_parallel else model
         model.train()
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         losses = self.fn(self.model, self.optimizer, *batch)
-        return distributed.mean_over_processes(losses) if self.parallel is not None and self.parallel.processes > 1 else losses
+        return distributed.mean_over_processes(losses) if self.data_parallel else losses
 
     def write_back(self) -> None:
         """Nothing to do: torch updates the model in place (see the JAX twin)."""
