@@ -63,7 +63,9 @@ pin_torch()
 pin_jax()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TEST_DATA = REPO_ROOT / "tests" / "data"  # real files the tests read, with their sources: tests/data/README.md
+MNIST_TEST_DIR = TEST_DATA / "mnist"  # the official MNIST test set
+NAMES_DIR = TEST_DATA / "names"  # the classic 18-language names folder
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -98,11 +100,8 @@ def compute_on_the_gpu() -> None:
 
 @pytest.fixture(scope="session")
 def mnist_test_dir() -> Path:
-    """The official MNIST test-set IDX files that sit beside the project (../shared/data/mnist)."""
-    path = SHARED_DATA / "mnist"
-    if not (path / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"{path}: the official MNIST test files are missing (they come with ../shared/data)")
-    return path
+    """The official MNIST test-set IDX files (tests/data/mnist)."""
+    return MNIST_TEST_DIR
 
 
 def unwritable_folder(tmp_path: Path) -> Path:

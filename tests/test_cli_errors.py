@@ -19,14 +19,13 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from shared.errors import run_cli
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.conftest import MNIST_TEST_DIR, REPO_ROOT
 
-MNIST_DIR = SHARED_DATA / "mnist"
+MNIST_DIR = MNIST_TEST_DIR
 IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
 FRAMEWORKS = ["torch", "jax"]
 
-requires_mnist = pytest.mark.usefixtures("mnist_test_dir")  # fails, never skips, if ../shared/data is missing
 
 
 # ---------------------------------------------------------------- helpers
@@ -125,7 +124,6 @@ def test_subprocess_unknown_architecture(framework):
     assert "vae_mlp" in line  # names the valid choices
 
 
-@requires_mnist
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_subprocess_truncated_training_images(framework, data_dir, mnist_raw, tmp_path):
     bad = data_dir / "train-images-idx3-ubyte.gz"
@@ -242,7 +240,6 @@ def test_data_dir_without_files(framework, capsys, tmp_path):
     assert line.startswith(f"error: {empty}: no MNIST train images file (looked for train-images-idx3-ubyte[.gz]")
 
 
-@requires_mnist
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_data_dir_truncated_gzip(framework, data_dir, capsys, tmp_path):
     bad = data_dir / "train-labels-idx1-ubyte.gz"
@@ -251,7 +248,6 @@ def test_data_dir_truncated_gzip(framework, data_dir, capsys, tmp_path):
     assert line.startswith(f"error: {bad}: corrupt or truncated gzip data")
 
 
-@requires_mnist
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_data_dir_wrong_magic(framework, data_dir, capsys, tmp_path):
     # the labels file saved under the training images' name
@@ -261,7 +257,6 @@ def test_data_dir_wrong_magic(framework, data_dir, capsys, tmp_path):
     assert line == f"error: {bad}: magic number 0x00000801, expected 0x00000803 (unsigned bytes, 3 dimensions)"
 
 
-@requires_mnist
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_data_dir_count_mismatch(framework, data_dir, mnist_raw, capsys, tmp_path):
     labels = np.frombuffer(mnist_raw[1], np.uint8, offset=8)
@@ -272,7 +267,6 @@ def test_data_dir_count_mismatch(framework, data_dir, mnist_raw, capsys, tmp_pat
     assert line == f"error: {images} holds 10000 images but {bad} holds 9999 labels"
 
 
-@requires_mnist
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_data_dir_bad_test_split(framework, data_dir, mnist_raw, capsys, tmp_path):
     # train files fine, test labels contain a 10

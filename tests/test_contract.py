@@ -79,7 +79,7 @@ def defined_here(mod) -> list[str]:
 
 @pytest.mark.parametrize("arch", sorted(TASKS))
 def test_twins_define_the_same_names_in_the_same_order(arch):
-    """What ../shared/tools/pair_check.py checks for the eight original architectures, for every one in HPARAMS."""
+    """torch_impl/ARCH.py and jax_impl/ARCH.py define the same public functions and classes, in the same order, for every ARCH."""
     assert defined_here(module("torch", arch)) == defined_here(module("jax", arch))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 import struct
 from contextlib import contextmanager
@@ -27,16 +28,15 @@ from shared.data import (
 )
 from shared.errors import UserError
 from shared.tasks import GanTask
-from tests.conftest import SHARED_DATA
+from tests.conftest import MNIST_TEST_DIR
 
-MNIST_DIR = SHARED_DATA / "mnist"
+MNIST_DIR = MNIST_TEST_DIR
 IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
 
 FIRST_TEN_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-requires_mnist = pytest.mark.usefixtures("mnist_test_dir")  # fails, never skips, if ../shared/data is missing
 
 
 # ---------------------------------------------------------------- helpers
@@ -84,7 +84,6 @@ def raw_bytes():
 
 
 # ---------------------------------------------------------------- the real MNIST test files
-@requires_mnist
 def test_read_idx_pair_on_official_test_set(mnist_test):
     x, y = mnist_test
     assert x.shape == (10000, 784) and x.dtype == np.float32
@@ -96,7 +95,12 @@ def test_read_idx_pair_on_official_test_set(mnist_test):
     np.testing.assert_array_equal(np.round(x * 255) / 255, x)
 
 
-@requires_mnist
+def test_official_test_set_is_byte_identical_to_the_original_distribution():
+    """The md5 sums the MNIST database published for these two files: a re-compressed or altered copy fails here."""
+    assert hashlib.md5(IMAGES_GZ.read_bytes()).hexdigest() == "9fb629c4189551a2d022fa330f9573f3"
+    assert hashlib.md5(LABELS_GZ.read_bytes()).hexdigest() == "ec29112dd5afa0611ce80d1b7f02629c"
+
+
 def test_read_idx_raw_headers():
     images = read_idx(IMAGES_GZ, IMAGES_MAGIC)
     labels = read_idx(LABELS_GZ, LABELS_MAGIC)
@@ -106,7 +110,6 @@ def test_read_idx_raw_headers():
     assert images[0, 0].sum() == 0 and images[0, :, 0].sum() == 0 and images[0].max() == 255
 
 
-@requires_mnist
 def test_load_idx_split_gz_and_raw_identical(tmp_path, mnist_test, raw_bytes):
     x_gz, y_gz = load_idx_split(MNIST_DIR, "test")
     np.testing.assert_array_equal(x_gz, mnist_test[0])
@@ -120,7 +123,6 @@ def test_load_idx_split_gz_and_raw_identical(tmp_path, mnist_test, raw_bytes):
     np.testing.assert_array_equal(y_raw, y_gz)
 
 
-@requires_mnist
 def test_torchvision_layout_found(tmp_path, mnist_test):
     raw_dir = tmp_path / "MNIST" / "raw"
     raw_dir.mkdir(parents=True)
@@ -132,7 +134,6 @@ def test_torchvision_layout_found(tmp_path, mnist_test):
     np.testing.assert_array_equal(y, mnist_test[1])
 
 
-@requires_mnist
 def test_dotted_name_variant_found(tmp_path, mnist_test, raw_bytes):
     (tmp_path / "t10k-images.idx3-ubyte").write_bytes(raw_bytes[0])
     shutil.copyfile(LABELS_GZ, tmp_path / "t10k-labels.idx1-ubyte.gz")
@@ -143,7 +144,6 @@ def test_dotted_name_variant_found(tmp_path, mnist_test, raw_bytes):
     np.testing.assert_array_equal(y, mnist_test[1])
 
 
-@requires_mnist
 def test_load_mnist_test_dir_replaces_test_split(mnist_test):
     m = data.load_mnist(None, MNIST_DIR)
     assert m.train_x.shape == (4000, 784)
@@ -157,7 +157,6 @@ def test_data_error_is_user_error():
     assert issubclass(DataError, UserError)
 
 
-@requires_mnist
 def test_wrong_magic_real_file(tmp_path, raw_bytes):
     # labels file read as images: magic 0x801 where 0x803 is expected
     path = tmp_path / "t10k-images-idx3-ubyte"
@@ -179,7 +178,6 @@ def test_wrong_type_code(tmp_path):
         read_idx(path, IMAGES_MAGIC)
 
 
-@requires_mnist
 def test_truncated_raw_file(tmp_path, raw_bytes):
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(raw_bytes[0][:-100])
@@ -187,7 +185,6 @@ def test_truncated_raw_file(tmp_path, raw_bytes):
         read_idx(path, IMAGES_MAGIC)
 
 
-@requires_mnist
 def test_truncated_gzip_file(tmp_path):
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(IMAGES_GZ.read_bytes()[:100_000])
@@ -195,7 +192,6 @@ def test_truncated_gzip_file(tmp_path):
         read_idx(path, IMAGES_MAGIC)
 
 
-@requires_mnist
 def test_gzip_of_truncated_file(tmp_path, raw_bytes):
     # a valid gzip stream whose content is a truncated IDX file
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
@@ -204,7 +200,6 @@ def test_gzip_of_truncated_file(tmp_path, raw_bytes):
         read_idx(path, LABELS_MAGIC)
 
 
-@requires_mnist
 def test_gzip_crc_error(tmp_path):
     raw = bytearray(LABELS_GZ.read_bytes())
     raw[-5] ^= 0x01  # CRC32 of the trailer
@@ -214,7 +209,6 @@ def test_gzip_crc_error(tmp_path):
         read_idx(path, LABELS_MAGIC)
 
 
-@requires_mnist
 def test_gzip_corrupt_deflate_stream(tmp_path):
     raw = bytearray(LABELS_GZ.read_bytes())
     for i in range(100, 200):
@@ -473,7 +467,6 @@ def test_binarize_threshold():
     assert b.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
 
 
-@requires_mnist
 def test_binarize_pixel_levels(mnist_test):
     # 127/255 < 0.5 < 128/255
     x = np.array([127, 128], dtype=np.float32) / 255.0

@@ -34,7 +34,7 @@ from shared.data import IMAGES_MAGIC, LABELS_MAGIC, DataError, read_idx, read_id
 from shared.errors import UserError
 from shared.names import fold, read_names_dir
 from shared.weights import load_weights, save_weights
-from tests.conftest import SHARED_DATA
+from tests.conftest import MNIST_TEST_DIR, NAMES_DIR
 
 T = TypeVar("T")
 
@@ -120,8 +120,8 @@ def idx_header(magic: int, dims: tuple[int, ...]) -> bytes:
 @pytest.fixture(scope="module")
 def real_idx() -> tuple[bytes, bytes]:
     """The first 4 digits of the official test set as a raw IDX image file and label file (3,152 and 12 bytes)."""
-    images = read_idx(SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC)[:4]
-    labels = read_idx(SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz", LABELS_MAGIC)[:4]
+    images = read_idx(MNIST_TEST_DIR / "t10k-images-idx3-ubyte.gz", IMAGES_MAGIC)[:4]
+    labels = read_idx(MNIST_TEST_DIR / "t10k-labels-idx1-ubyte.gz", LABELS_MAGIC)[:4]
     return idx_header(IMAGES_MAGIC, images.shape) + images.tobytes(), idx_header(LABELS_MAGIC, labels.shape) + labels.tobytes()
 
 
@@ -273,7 +273,7 @@ def check_class_file(files: Files, raw: bytes) -> None:
 @pytest.fixture(scope="module")
 def real_names() -> bytes:
     """The first 60 lines of the classic German.txt (umlauts included), CRLF line endings."""
-    lines = (SHARED_DATA / "names" / "German.txt").read_bytes().split(b"\n")[:60]
+    lines = (NAMES_DIR / "German.txt").read_bytes().split(b"\n")[:60]
     assert any(b"\xc3" in line for line in lines)  # a two-byte UTF-8 letter to flip inside
     return b"\r\n".join(lines) + b"\r\n"
 

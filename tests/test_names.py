@@ -28,7 +28,7 @@ from shared.names import (
     split_names,
 )
 from shared.tasks import RnnTask
-from tests.conftest import SHARED_DATA
+from tests.conftest import NAMES_DIR
 
 CLASSIC_CLASSES = [
     "Arabic", "Chinese", "Czech", "Dutch", "English", "French", "German", "Greek", "Irish",
@@ -49,11 +49,7 @@ EMBEDDED_COUNTS = {
 
 @pytest.fixture(scope="module")
 def names_dir() -> Path:
-    """The classic names files beside the project (../shared/data/names); fails, never skips, if missing."""
-    path = SHARED_DATA / "names"
-    if not (path / "Russian.txt").is_file():
-        pytest.fail(f"{path}: the classic names files are missing (they come with ../shared/data)")
-    return path
+    return NAMES_DIR
 
 
 @pytest.fixture(scope="module")

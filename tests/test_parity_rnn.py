@@ -1,6 +1,6 @@
 """Character-level RNN: PyTorch and JAX compute the same thing, and so do its two forms.
 
-On real names from ../shared/data/names (mixed lengths, including a
+On real names from tests/data/names (mixed lengths, including a
 one-letter name and the longest name of the data):
 - torch vs JAX (weights converted both ways): per-character outputs, loss,
   every gradient and a 10-step SGD trajectory, for the source's per-name
@@ -15,7 +15,6 @@ Run with -s to see the worst measured error of each check.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,13 +27,13 @@ from jax_impl import rnn as jrnn
 from jax_impl import weights as jax_weights
 from shared.hparams import RNN_PER_NAME as HP
 from shared.names import load_names, one_hot_batch, one_hot_name
+from tests.conftest import NAMES_DIR
 from tests.numpy_reference import numpy_rnn_log_probs
 from tests.parity import DIRECTIONS, assert_close, jax_grads, paired_models, trajectories
 from tests.tolerances import FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL, TRAJECTORY_LOSS_RTOL, TRAJECTORY_PARAM_ATOL
 from torch_impl import rnn as trnn
 from torch_impl import weights as torch_weights
 
-NAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "names"
 N_CLASSES = 18
 BATCH = 32
 BATCHED_LR = 0.1  # large enough that 10 steps move the parameters visibly
@@ -82,8 +81,6 @@ def within_dicts(actual: dict, expected: dict, atol: float, check: str) -> None:
 @pytest.fixture(scope="module")
 def samples() -> dict[str, list[tuple[str, int]]]:
     """(name, label) lists drawn once from the classic names data, with a seed."""
-    if not NAMES_DIR.is_dir():
-        pytest.fail(f"{NAMES_DIR}: the classic names folder is missing (it comes with ../shared/data)")
     data = load_names(NAMES_DIR)
     assert len(data.classes) == N_CLASSES, data.classes
     pairs = list(zip(data.train_names, data.train_y.tolist()))

@@ -10,7 +10,7 @@ from shared.frechet import CLASSIFIER_PATH, Classifier
 from shared.hparams import RNN_PER_NAME
 from shared.names import load_names, one_hot_name
 from shared.weights import WeightsSpec, load_weights
-from tests.conftest import SHARED_DATA, slow_for
+from tests.conftest import NAMES_DIR, slow_for
 from tests.numpy_reference import numpy_rnn_log_probs
 from tests.tolerances import CROSS_FRAMEWORK_METRIC_RTOL
 from torch_impl import mlp as tmlp
@@ -23,10 +23,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def names_dir():
-    path = SHARED_DATA / "names"
-    if not (path / "Russian.txt").is_file():
-        pytest.fail(f"{path}: the classic names files are missing (they come with ../shared/data)")
-    return path
+    return NAMES_DIR
 
 
 @pytest.fixture(scope="module")
