@@ -1,11 +1,14 @@
 """What benchmarks/compare.py makes of its rows: the summary, the table, Markdown, charts, and the diff of two runs."""
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from shared.contract import DATA_PARALLEL_MODES, GPU_MODES, MODES, SCAN_MODE
 from shared.hparams import label
 
 SATURATION = 0.9  # throughput "stops growing" at the smallest batch within 10% of the best
@@ -19,8 +22,8 @@ def row_label(row: dict) -> str:
     return label(row["arch"], row["variant"])
 
 
-SINGLE_DEVICE_MODE = {"torch-ddp": "torch-eager", "jax-sharded": "jax-jit"}  # what a data-parallel row is scaled against
-OVERHEAD_FREE_BASE = {"jax-scan": "jax-jit", "torch-compile-cudagraphs": "torch-compile"}  # what an overhead-free row is timed against
+SINGLE_DEVICE_MODE = {DATA_PARALLEL_MODES[f]: MODES[f][0] for f in MODES}  # what a data-parallel row is scaled against
+OVERHEAD_FREE_BASE = {SCAN_MODE: "jax-jit", GPU_MODES[0]: "torch-compile"}  # what an overhead-free row is timed against
 
 
 def timed(rows: list[dict]) -> list[dict]:
@@ -161,22 +164,16 @@ def describe(row: dict) -> str:
 
 
 # ---------------------------------------------------------------- tables
-def format_losses(loss) -> str:
-    return " / ".join(f"{v:.6g}" for v in np.atleast_1d(loss))
-
-
 def agreement(row: dict) -> str:
+    """How far the row's first step is from its group's first row: the loss (train) or the outputs (infer), relative."""
     if row["task"] == "train":
-        drift = f" ({row['final_loss_rel_diff']:.0e})" if row["final_loss_rel_diff"] > 1e-4 else ""
-        flag = "" if row["loss_agrees"] else f" DISAGREES (first step {row['first_loss_rel_diff']:.1e})"
-        return f"{format_losses(row['final_loss'])}{drift}{flag}"
-    flag = "" if row["outputs_agree"] else " DISAGREES"
-    return f"outputs {row['output_rel_diff']:.0e}{flag}"
+        return f"loss {row['first_loss_rel_diff']:.0e}" + ("" if row["loss_agrees"] else " DISAGREES")
+    return f"outputs {row['output_rel_diff']:.0e}" + ("" if row["outputs_agree"] else " DISAGREES")
 
 
 def table(rows: list[dict]) -> list[str]:
     header = ["arch", "task", "mode", "precision", "batch", "step ms [round spread]", "compile s", "samples/s", "GFLOP/s", "eff.",
-              "peak MB", "final loss (drift) / outputs vs first row"]
+              "peak MB", "first step vs the group's first row"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in timed(rows):
         lo, hi = r["step_ms_spread"]
@@ -416,3 +413,89 @@ def ratio_diff_lines(old: dict, new: dict) -> list[str]:
                      f"{n['median']:.2f} [{n['spread'][0]:.2f}-{n['spread'][1]:.2f}] | {change:.2f} |")
     lines.append(f"- the JAX/torch ratios of {agree} of {len(pairs)} rows ({agree / len(pairs):.0%}) agree within {RATIO_AGREEMENT:.0%}")
     return lines
+
+
+# ---------------------------------------------------------------- results pages
+HEADLINE_START, HEADLINE_END = "<!-- headline: generated from {} by python benchmarks/compare.py --report, do not edit -->", "<!-- /headline -->"
+
+
+def page_stem(results: dict) -> str:
+    """A run's results page name, <cpu>-<family>-<model>-<date> (or <gpu>-<date>), e.g. intel-xeon-processor-6-207-2026-12-07."""
+    machine, details = results["machine"], results["machine"].get("cpu_details", {})
+    gpu = next((r["device_name"] for r in results["rows"] if r["device"] == "gpu"), None)
+    name = gpu or machine["cpu"] + (f" {details['family']} {details['model']}" if details.get("family") else "")
+    slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", name.lower())).strip("-")
+    return f"{slug}-{results.get('date', 'undated')[:10]}"
+
+
+def machine_name(results: dict) -> str:
+    """The CPU as /proc/cpuinfo names it, its family and model numbers and speed-deciding flags, and the CPUs the run had."""
+    m, details = results["machine"], results["machine"].get("cpu_details", {})
+    ids = f", family {details['family']} model {details['model']}" if details.get("family") else ""
+    flags = f", {' '.join(details['flags'])}" if details.get("flags") else ""
+    return f"{m['cpu']}{ids}{flags}; {m['cpus_available']} CPUs"
+
+
+def provenance(results: dict) -> str:
+    """Machine, versions, date and commit of a run, in one line."""
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items()) if k in ("torch", "jax", "flax", "optax"))
+    commit = results.get("commit") or "unknown commit"
+    return f"{machine_name(results)}; {versions}; {results.get('date', 'undated')[:10]}, commit {commit[:7]}{commit[40:]}"
+
+
+def headline_table(results: dict) -> list[str]:
+    """The JAX/torch step-time ratio per architecture, training and inference side by side."""
+    ratios = {}
+    for x in results["summary"]["jax_over_torch"]:
+        ratios.setdefault((row_label(x), x["batch_size"], x["precision"]), {})[x["task"]] = x
+    several = {k: len({key[i] for key in ratios}) > 1 for k, i in (("batch", 1), ("precision", 2))}
+
+    def name(key):
+        return f"`{key[0]}`" + (f" batch {key[1]}" if several["batch"] else "") + (f" {key[2]}" if several["precision"] else "")
+
+    def cell(x):
+        return f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f}]" if x else ""
+
+    lines = ["| architecture | train: JAX / torch | infer: JAX / torch |", "|---|---|---|"]
+    return lines + [f"| {name(k)} | {cell(v.get('train'))} | {cell(v.get('infer'))} |" for k, v in ratios.items()]
+
+
+def headline(results: dict, json_link: str) -> list[str]:
+    """The headline table and, under it, how it was measured, where and when, linking the results page beside `json_link`."""
+    return [*headline_table(results), "", f"JAX's step time (jax-jit) over torch's best mode's (below 1: JAX faster), median [min-max] over "
+                                          f"{results['settings']['repeats']} interleaved rounds. {provenance(results)}; "
+                                          f"[results page]({json_link.removesuffix('.json')}.md)."]
+
+
+def results_page(results: dict, json_name: str) -> str:
+    """A run's results page: what was run, where and when, the headline ratios, every row, and the summary."""
+    lines = [f"# Benchmark results: {results['machine']['cpu']}, {results.get('date', 'undated')[:10]}", "",
+             f"Generated by `python benchmarks/compare.py --report docs/results/{json_name}` from that results file; do not edit.", "",
+             f"- date: {results.get('date', 'not recorded')}; commit: {results.get('commit') or 'not recorded'}",
+             *machine_lines(results), "", "## JAX / torch", "", *headline_table(results), "",
+             "JAX's step time (jax-jit) over torch's best mode's, round by round (below 1: JAX faster): median [min-max] over the rounds.",
+             "", "## Every row", "", *table(results["rows"])]
+    fits = fit_table(results["rows"])
+    lines += ["", "## Time to result", "", *fits] if fits else []
+    return "\n".join(lines + ["", "## Summary", "", *summary_lines(results)]) + "\n"
+
+
+def write_results_page(results: dict, source: Path, folder: Path) -> list[Path]:
+    """docs/results/<stem>.md from `results`, with a copy of its results file beside it (unless it is that file)."""
+    stem = page_stem(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, page = folder / f"{stem}.json", folder / f"{stem}.md"
+    if source.resolve() != json_path.resolve():
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
+    page.write_text(results_page(results, json_path.name))
+    return [json_path, page]
+
+
+def update_headline(readme: Path, results: dict, json_link: str) -> None:
+    """Replace the README's generated headline block (between HEADLINE_START and HEADLINE_END) with this run's."""
+    text = readme.read_text()
+    start, end = text.find("<!-- headline:"), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme}: no generated headline block (a line starting '<!-- headline:' and a line '{HEADLINE_END}')")
+    block = "\n".join([HEADLINE_START.format(json_link), "", *headline(results, json_link), ""])
+    readme.write_text(text[:start] + block + "\n" + text[end:])

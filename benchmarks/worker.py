@@ -176,12 +176,13 @@ class Configuration:
 
     def __init__(self, cfg: dict):
         from benchmarks.inputs import SCAN_STEPS, benchmark_batches, benchmark_task, model_kwargs
+        from shared.contract import SCAN_MODE
 
-        self.cfg = cfg
+        self.cfg, self.scanned = cfg, cfg["mode"] == SCAN_MODE
         self.backend = backend = make_backend(cfg)
         task = benchmark_task(cfg["arch"], cfg["variant"])
         warm, timed = benchmark_batches(cfg["arch"], cfg["variant"], cfg["task"], cfg["batch_size"], cfg["warmup"], cfg["seed"])
-        if cfg["mode"] == "jax-scan":  # the warm-up compiles each stack the rounds call, and starts with the first batch as the others do
+        if self.scanned:  # the warm-up compiles each stack the rounds call, and starts with the first batch as the others do
             warm, timed = stacked(timed, SCAN_STEPS), stacked(timed, SCAN_STEPS)
         else:
             warm, timed = [(b, 1) for b in warm], [(b, 1) for b in timed]
@@ -229,10 +230,10 @@ class Configuration:
 
     def first_step(self, losses):
         """A call's first step's losses (jax-scan's calls return each of their steps')."""
-        return losses[0] if self.cfg["mode"] == "jax-scan" else losses
+        return losses[0] if self.scanned else losses
 
     def last_step(self, losses):
-        return losses[-1] if self.cfg["mode"] == "jax-scan" else losses
+        return losses[-1] if self.scanned else losses
 
     def timed_steps(self, max_steps: int, max_time: float) -> list[float]:
         """Seconds of each step, cycling through the timed calls, until max_steps or max_time (at least MIN_STEPS)."""

@@ -22,16 +22,16 @@ from flax import nnx
 from jax_impl import distributed
 from jax_impl.layers import compute_in
 from jax_impl.weights import load_model, save_model
-from shared.contract import check_precision
+from shared import contract
+from shared.contract import SCAN_MODE, check_precision
 from shared.distributed import Parallel
 from shared.errors import UserError
 from shared.machine import cpu_name
 from shared.weights import StateDict, WeightsError, WeightsSpec
 
-MODES = ("jax-jit", "jax-scan")
-SCAN_MODE = "jax-scan"  # K training steps in one compiled call, a lax.scan over K stacked batches
+MODES = contract.MODES["jax"]
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the layers' computation dtype per precision (None: their parameters')
-DATA_PARALLEL_MODE = "jax-sharded"  # the step of a run over several devices: jit-compiled over a batch sharded on a mesh
+DATA_PARALLEL_MODE = contract.DATA_PARALLEL_MODES["jax"]  # jit-compiled over a batch sharded on a mesh of several devices
 
 
 def pin_float32_precision() -> None:

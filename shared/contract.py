@@ -39,6 +39,11 @@ TrainStep = Callable[..., Array]  # (model, optimizer, *batch) -> loss(es)
 # precision, float32 weights and optimizer state with the layers' products in bfloat16 (torch: torch.autocast;
 # JAX: the layers' computation dtype) and the losses in float32.
 PRECISIONS = ("float32", "bfloat16")
+# How each framework runs a step (docs/benchmark.md#what-a-row-is), the first its default; written once, here.
+MODES = {"torch": ("torch-eager", "torch-compile", "torch-compile-cudagraphs"), "jax": ("jax-jit", "jax-scan")}
+DATA_PARALLEL_MODES = {"torch": "torch-ddp", "jax": "jax-sharded"}  # training over several processes (DDP) or devices (a mesh)
+GPU_MODES = ("torch-compile-cudagraphs",)  # torch.compile(mode="reduce-overhead"): CUDA graphs, which a CPU has not
+SCAN_MODE = "jax-scan"  # K training steps in one compiled call, a lax.scan over K stacked batches: training only
 
 
 def check_precision(precision: str) -> str:

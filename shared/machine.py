@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 from pathlib import Path
 
 
@@ -14,3 +15,32 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve")  # what decides a kernel's speed
+
+
+def cpu_details() -> dict:
+    """The CPU's model name, family and model numbers and the instruction-set flags that decide kernel speeds (x86 and Arm)."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return {"model_name": cpu_name(), "family": info.get("cpu family"), "model": info.get("model"),
+            "flags": [f for f in SPEED_FLAGS if f in flags]}
+
+
+def source_commit(folder: Path) -> str | None:
+    """The git commit of the checkout holding `folder`, with "-dirty" if it has uncommitted changes; None outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

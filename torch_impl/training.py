@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.contract import check_precision
+from shared import contract
+from shared.contract import GPU_MODES, check_precision
 from shared.distributed import Parallel, replica_slice
 from shared.errors import UserError
 from shared.machine import cpu_name
@@ -23,9 +24,8 @@ from shared.weights import StateDict, WeightsError, WeightsSpec
 from torch_impl import distributed
 from torch_impl.weights import load_model, save_model
 
-MODES = ("torch-eager", "torch-compile", "torch-compile-cudagraphs")
-GPU_MODES = ("torch-compile-cudagraphs",)  # torch.compile(mode="reduce-overhead"): CUDA graphs, which a CPU has not
-DATA_PARALLEL_MODE = "torch-ddp"  # the step of a run over several processes: eager, DistributedDataParallel
+MODES = contract.MODES["torch"]
+DATA_PARALLEL_MODE = contract.DATA_PARALLEL_MODES["torch"]  # eager, DistributedDataParallel over several processes
 DROPOUT_STREAM = 2  # the run's seed and this give the dropout generator's seed (the init draws from the seed itself)
 
 
