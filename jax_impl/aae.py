@@ -1,4 +1,4 @@
-"""Adversarial autoencoder in JAX, Flax NNX + Optax (ARCHITECTURES.md, "Adversarial autoencoders"), three variants.
+"""Adversarial autoencoder in JAX, Flax NNX + Optax (docs/architectures.md#adversarial-autoencoder-aae), three variants.
 
 Q (encoder) 784 -> 1000 -> 1000 -> z (linear; 2-d, 10-d semi-supervised),
 P (decoder) -> 1000 -> 1000 -> 784, D (discriminator) z -> 1000 -> 1000 -> 1;

@@ -1,4 +1,4 @@
-"""CNN classifier in JAX, Flax NNX + Optax (ARCHITECTURES.md, "CNN").
+"""CNN classifier in JAX, Flax NNX + Optax (docs/architectures.md#cnn-classifier-cnn).
 
 Three conv-bn-relu blocks, conv 1->16 (k1), conv 16->32 (k3, pad 1), max-pool 2,
 conv 32->64 (k3, pad 1), max-pool 2; then Linear(64*7*7 -> 128, no bias),

@@ -31,7 +31,7 @@ class ComputeDtype:
     Flax's `dtype` casts the input, kernel and bias to it; the product then
     accumulates in float32 (preferred_element_type) and the output returns to
     `dtype`, what torch's bfloat16 linear and convolutions return. Asked for a
-    bfloat16 result directly, XLA:CPU takes a slow path (../shared/FIELD-NOTES.md).
+    bfloat16 result directly, XLA:CPU takes a slow path (docs/benchmark.md#what-xlacpu-and-torch-do-here).
     """
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -112,11 +112,11 @@ class ConvTranspose(ComputeDtype, nnx.ConvTranspose):
     """nnx.ConvTranspose, computed on CPU as matmuls when the stride is above 1 (same parameters, same result).
 
     XLA:CPU runs a strided transposed convolution's kernel gradient as a
-    convolution over the zero-dilated input at ~10 GFLOP/s: 80 of the DCGAN
-    step's 190 ms went to one layer (deconv2). Written by output phase instead
-    (rows s*m + a only meet the kernel taps i = a + p mod s), each of the s*s
-    phases is a sum of plain matmuls of shifted input windows, forward and
-    backward, 9x faster for that layer. Other backends keep lax.conv_transpose.
+    convolution over the zero-dilated input, slowly (docs/benchmark.md#what-xlacpu-and-torch-do-here).
+    Written by output phase instead (rows s*m + a only meet the kernel taps
+    i = a + p mod s), each of the s*s phases is a sum of plain matmuls of
+    shifted input windows, forward and backward, far faster on CPU
+    (docs/results/earlier-cpu-runs.md#where-the-time-goes-on-the-zen-5). Other backends keep lax.conv_transpose.
     Expects the explicit symmetric padding that conv_transpose() sets.
     """
 
@@ -314,8 +314,8 @@ def max_pool2(x: jax.Array) -> jax.Array:
     and torch's max_pool2d: where a window holds equal maxima (a flat
     background), the whole gradient goes to the first in row-major order.
     nnx.max_pool's gradient (reduce_window, transposed to select_and_scatter)
-    took ~20 of the CNN step's 86 ms on XLA:CPU (AMD EPYC Zen 5); this
-    argmax-and-gather form takes a few, and the step went to 72 ms. (A plain
+    is slow on XLA:CPU; this argmax-and-gather form is far faster
+    (docs/results/earlier-cpu-runs.md#where-the-time-goes-on-the-zen-5). (A plain
     reshape-and-max would share the gradient among equal maxima: a different
     gradient, which the float64 parity test catches.)
     """

@@ -1,4 +1,4 @@
-"""MLP classifier in JAX, Flax NNX + Optax (ARCHITECTURES.md, "MLP").
+"""MLP classifier in JAX, Flax NNX + Optax (docs/architectures.md#mlp-classifier-mlp).
 
 784 -> 500 -> 200 -> 100 -> 10 with ReLU between layers, returning logits;
 cross-entropy, Adam. Twin of torch_impl/mlp.py: diff the two.

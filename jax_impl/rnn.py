@@ -1,4 +1,4 @@
-"""Character-level RNN name classifier in JAX, Flax NNX + Optax (ARCHITECTURES.md, "RNN").
+"""Character-level RNN name classifier in JAX, Flax NNX + Optax (docs/architectures.md#character-level-rnn-name-classifier-rnn).
 
 The source's cell: combined = concat(char (57), hidden (128)); the next
 hidden state is hid_fc(combined), with no nonlinearity, and the prediction is

@@ -78,8 +78,8 @@ def eval_view(model: nnx.Module) -> nnx.Module:
 def model_from_file(make: Callable[[], nnx.Module], path: Path, expected: WeightsSpec | None = None) -> nnx.Module:
     """make() with its parameters and running statistics from the weights file at `path`, as load_model(make(), path) gives.
 
-    Eagerly, make() compiles each random initialiser on its own (27 programs
-    and 9 s for the GAN on a 2-core VM) for values the file then overwrites.
+    Eagerly, make() compiles each random initialiser on its own, for values
+    the file then overwrites (seconds for the GAN: docs/results/earlier-cpu-runs.md#other-figures-of-these-runs).
     Here the structure comes from nnx.eval_shape and the one part the file
     does not hold, the random streams' state (dropout keys), from a single
     compiled call that returns only that, so XLA drops the initialisers.
@@ -147,8 +147,8 @@ class CompiledStep:
             loss = step_fn(model, optimizer, *batch)
             return jax.tree.leaves(nnx.state((model, optimizer))), loss
 
-        # A loop, compiled once; unrolled for a model with convolutions on a CPU, where in a loop a convolution's kernel
-        # gradient ran ~65x slower than outside one (the CNN's scanned step 13x slower than jax-jit's; ../shared/FIELD-NOTES.md).
+        # A loop, compiled once; unrolled for a model with convolutions on a CPU, where XLA:CPU runs a convolution's kernel
+        # gradient far slower in a loop than outside one (docs/benchmark.md#what-xlacpu-and-torch-do-here).
         unroll = mode == SCAN_MODE and jax.default_backend() == "cpu" and any(isinstance(m, (nnx.Conv, nnx.ConvTranspose))
                                                                               for _, m in nnx.iter_graph(model))
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class VaeMlpHparams:
-    """Flux-style MLP VAE (ARCHITECTURES.md, "MLP VAE")."""
+    """Flux-style MLP VAE (docs/architectures.md#mlp-vae-flux-style-vae_mlp)."""
 
     input_dim: int = 784
     hidden_dim: int = 500
@@ -24,7 +24,7 @@ class VaeMlpHparams:
 
 @dataclass(frozen=True)
 class MlpHparams:
-    """MLP classifier (ARCHITECTURES.md, "MLP"): the source's Adam lr 0.01 and batch 1000."""
+    """MLP classifier (docs/architectures.md#mlp-classifier-mlp): the source's Adam lr 0.01 and batch 1000."""
 
     sizes: tuple[int, ...] = (784, 500, 200, 100, 10)
     lr: float = 0.01
@@ -34,7 +34,7 @@ class MlpHparams:
 
 @dataclass(frozen=True)
 class CnnHparams:
-    """CNN classifier (ARCHITECTURES.md, "CNN"); the source gives no training settings."""
+    """CNN classifier (docs/architectures.md#cnn-classifier-cnn); the source gives no training settings."""
 
     channels: tuple[int, ...] = (1, 16, 32, 64)
     hidden_dim: int = 128
@@ -49,7 +49,7 @@ class CnnHparams:
 
 @dataclass(frozen=True)
 class RnnHparams:
-    """Character-level RNN name classifier (ARCHITECTURES.md, "RNN").
+    """Character-level RNN name classifier (docs/architectures.md#character-level-rnn-name-classifier-rnn).
 
     `per-name` is the source: one name per step, plain SGD p -= 0.001 * grad.
     `batched` trains the same model on the mean loss of a padded batch.
@@ -65,7 +65,7 @@ class RnnHparams:
 
 @dataclass(frozen=True)
 class AutoencoderHparams:
-    """Autoencoder (ARCHITECTURES.md, "Autoencoder"); the source gives no training settings.
+    """Autoencoder (docs/architectures.md#autoencoder-autoencoder); the source gives no training settings.
 
     `mlp`: 784-128-64-12 encoder, 12-64-128-784 decoder. `conv`: two conv +
     max-pool blocks, two transposed convolutions, a centre crop to 28x28.
@@ -80,10 +80,10 @@ class AutoencoderHparams:
 
 @dataclass(frozen=True)
 class VaeHparams:
-    """Convolutional VAE (ARCHITECTURES.md, "VAE"); the source gives no latent size or training settings."""
+    """Convolutional VAE (docs/architectures.md#convolutional-vae-vae); the source gives no latent size or training settings."""
 
     channels: tuple[int, ...] = (1, 32, 64)
-    latent_dim: int = 20  # as pytorch/examples' VAE, whose ~104-106 nats ARCHITECTURES.md quotes
+    latent_dim: int = 20  # as pytorch/examples' VAE, whose ~104-106 nats docs/architectures.md#reference-results-from-the-literature quotes
     batchnorm_eps: float = 1e-5
     batchnorm_momentum: float = 0.1
     leaky_relu_slope: float = 0.01  # nn.LeakyReLU()'s default, as the source
@@ -94,7 +94,7 @@ class VaeHparams:
 
 @dataclass(frozen=True)
 class GanHparams:
-    """DCGAN for 28x28 MNIST (ARCHITECTURES.md, "GAN"): Adam(2e-4, beta1 0.5), images in [-1, 1]."""
+    """DCGAN for 28x28 MNIST (docs/architectures.md#dcgan-gan): Adam(2e-4, beta1 0.5), images in [-1, 1]."""
 
     latent_dim: int = 100
     generator_channels: tuple[int, ...] = (128, 64, 1)  # 7x7, 14x14, 28x28
@@ -111,7 +111,7 @@ class GanHparams:
 
 @dataclass(frozen=True)
 class AaeHparams:
-    """Adversarial autoencoder (ARCHITECTURES.md, "Adversarial autoencoders"; the blog post's settings).
+    """Adversarial autoencoder (docs/architectures.md#adversarial-autoencoder-aae; the blog post's settings).
 
     Q (encoder) 784-1000-1000-z_dim, P (decoder) z-1000-1000-784, D z-1000-1000-1,
     dropout in every hidden layer, separate Adam optimizers, one learning rate

@@ -29,7 +29,7 @@ German 403, Greek 1,435, Irish 2,304, Italian 1,163, Japanese 49, Korean 44,
 Polish 3,866, Portuguese 96, Russian 500, Spanish 1,034, Vietnamese 10.
 A faker release that edits its lists changes these numbers (faker is not
 pinned: the counts are the same across the releases measured).
-The classic copy in ../shared/data/names has 18 classes and 18,643 names
+The classic names folder that ships in the repository, tests/data/names, has 18 classes and 18,643 names
 (14,915 / 3,728; Russian 9,342 of them, 50% of the test split).
 
 Every name is folded to the 57-letter alphabet of the PyTorch tutorial

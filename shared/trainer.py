@@ -349,8 +349,7 @@ def stopped(stop: StepStop, framework: str, arch: str, out: Path, epoch: int, st
 class PictureSchedule:
     """Pictures after an epoch while drawing them has taken at most 10% of the run's time; always after the last epoch.
 
-    matplotlib takes 0.4-1.4 s for a confusion matrix here: after every one of
-    the MLP's 0.3 s epochs it doubled the run (12 s -> 23 s for 20 epochs).
+    Drawn after every epoch, the pictures can take longer than a short epoch (docs/training.md, "What a run writes").
     """
 
     SHARE = 0.1

@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import report
 from benchmarks.compare import COLUMNS, build_parser, plan
+from shared import machine
 from tests.conftest import REPO_ROOT, unwritable_folder
 
 MLP_LAYERS = [(784, 500), (500, 200), (200, 100), (100, 10)]
@@ -198,6 +199,64 @@ def test_diff_of_what_is_not_a_results_file_is_a_one_line_error(sweep, tmp_path)
     one_line_error(compare("--diff", str(tmp_path / "bad.json"), str(good)), "bad.json", "not a results file")
     (tmp_path / "list.json").write_text("[]")
     one_line_error(compare("--diff", str(good), str(tmp_path / "list.json")), "list.json", "schema_version")
+
+
+def test_the_results_file_says_when_where_and_at_which_commit(sweep):
+    results = sweep[0]
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if git.returncode == 0:
+        assert results["commit"].removesuffix("-dirty") == git.stdout.strip()
+    assert results["date"][:4].isdigit() and results["date"][10] == "T"
+    details = results["machine"]["cpu_details"]
+    assert details["model_name"] == results["machine"]["cpu"] and set(details["flags"]) <= set(machine.SPEED_FLAGS)
+
+
+def test_report_writes_the_results_page_and_the_readme_headline(sweep, tmp_path):
+    """The page names machine, versions, date, commit and command, and its ratios are the summary's; --headline replaces only
+    the README's generated block."""
+    results, _, out = sweep
+    readme = tmp_path / "README.md"
+    readme.write_text("# A project\n\n<!-- headline: old -->\nold table\n<!-- /headline -->\n\n## After\n")
+    proc = compare("--report", str(out / "results.json"), "--report-dir", str(tmp_path / "pages"), "--headline", str(readme))
+    assert proc.returncode == 0, proc.stderr
+    stem = report.page_stem(results)
+    page = (tmp_path / "pages" / f"{stem}.md").read_text()
+    assert json.loads((tmp_path / "pages" / f"{stem}.json").read_text()) == results
+    assert stem.endswith(results["date"][:10]) and results["machine"]["cpu"] in page and results["commit"] in page
+    assert results["command"] in page and f"jax {results['versions']['jax']}" in page and f"torch {results['versions']['torch']}" in page
+    for x in results["summary"]["jax_over_torch"]:
+        column = 1 if x["task"] == "train" else 2
+        (line,) = [line for line in page.splitlines() if line.startswith(f"| `mlp` batch {x['batch_size']} |")]
+        assert line.split(" | ")[column] == f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f}]"
+    text = readme.read_text()
+    assert text.startswith("# A project\n\n<!-- headline: generated from pages/") and text.endswith("<!-- /headline -->\n\n## After\n")
+    assert "old table" not in text and f"[results page](pages/{stem}.md)" in text and "| `mlp` batch 8 |" in text
+
+
+def test_report_of_what_is_not_a_results_file_or_where_it_cannot_write_is_a_one_line_error(sweep, tmp_path):
+    (tmp_path / "list.json").write_text("[]")
+    one_line_error(compare("--report", str(tmp_path / "list.json")), "--report", "list.json", "schema_version")
+    locked = unwritable_folder(tmp_path)
+    one_line_error(compare("--report", str(sweep[2] / "results.json"), "--report-dir", str(locked / "pages")), "--report", "cannot write")
+    (tmp_path / "README.md").write_text("no block here\n")
+    proc = compare("--report", str(sweep[2] / "results.json"), "--report-dir", str(tmp_path), "--headline", str(tmp_path / "README.md"))
+    one_line_error(proc, "--headline", "README.md", "no generated headline block")
+
+
+def test_committed_results_pages_are_what_their_results_files_generate():
+    """Each docs/results/*.json's page is the report of that file as it stands, and the README's headline is the one it names."""
+    pages = REPO_ROOT / "docs" / "results"
+    generated = sorted(pages.glob("*.json"))
+    assert generated, "no generated results page in docs/results"
+    for path in generated:
+        results = json.loads(path.read_text())
+        assert (pages / f"{path.stem}.md").read_text() == report.results_page(results, path.name), f"{path.stem}.md is stale or edited"
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = readme.index("<!-- headline: generated from ") + len("<!-- headline: generated from ")
+    link = readme[start:].split(" ", 1)[0]
+    block = readme[readme.index("<!-- headline:"):readme.index(report.HEADLINE_END)]
+    expected = "\n".join([report.HEADLINE_START.format(link), "", *report.headline(json.loads((REPO_ROOT / link).read_text()), link), ""])
+    assert block == expected + "\n", "the README's headline is not the report of " + link
 
 
 @pytest.mark.slow

@@ -162,7 +162,7 @@ def test_weights_and_optimizer_state_stay_float32_and_inference_returns_float32(
 
 def test_a_step_of_several_phases_reads_the_weights_its_earlier_phase_updated():
     """torch.autocast's weight cache would give the second phase the first phase's bfloat16 copy of a weight the first phase
-    updated (../shared/FIELD-NOTES.md): the project's steps run with cache_enabled=False."""
+    updated (docs/precision.md, "Autocast's weight cache"): the project's steps run with cache_enabled=False."""
     import torch
 
     from torch_impl.training import in_precision

@@ -1,4 +1,4 @@
-"""Autoencoder in PyTorch (ARCHITECTURES.md, "Autoencoder"), two variants.
+"""Autoencoder in PyTorch (docs/architectures.md#autoencoder-autoencoder), two variants.
 
 `mlp`: encoder 784 -> 128 -> 64 -> 12 with a ReLU after every layer (the
 12-d code too), decoder 12 -> 64 -> 128 -> 784 with ReLUs between. `conv`:

@@ -1,4 +1,4 @@
-"""DCGAN for 28x28 MNIST in PyTorch (ARCHITECTURES.md, "GAN").
+"""DCGAN for 28x28 MNIST in PyTorch (docs/architectures.md#dcgan-gan).
 
 Generator: latent z (100) -> ConvTranspose to 128 x 7x7 -> 64 x 14x14 ->
 1 x 28x28, BatchNorm + ReLU after the first two, Tanh at the end: images in

@@ -1,4 +1,4 @@
-"""MLP classifier in PyTorch (ARCHITECTURES.md, "MLP").
+"""MLP classifier in PyTorch (docs/architectures.md#mlp-classifier-mlp).
 
 784 -> 500 -> 200 -> 100 -> 10 with ReLU between layers, returning logits;
 cross-entropy, Adam. Twin of jax_impl/mlp.py: diff the two.

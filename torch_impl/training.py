@@ -62,7 +62,7 @@ def autocast(device: torch.device, precision: str):
     mse_loss) in float32; the others take their inputs' dtype (docs/precision.md).
     cache_enabled=False: autocast would otherwise reuse a weight's bfloat16 copy
     for the whole context, and a step of several phases (the GAN's, the AAE's)
-    updates weights that its next phase reads again (../shared/FIELD-NOTES.md).
+    updates weights that its next phase reads again (docs/precision.md, "Autocast's weight cache").
     """
     if precision == "float32":
         return nullcontext()

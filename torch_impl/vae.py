@@ -1,4 +1,4 @@
-"""Convolutional VAE in PyTorch (ARCHITECTURES.md, "VAE (convolutional)").
+"""Convolutional VAE in PyTorch (docs/architectures.md#convolutional-vae-vae).
 
 Encoder: BatchNorm on the input, Conv(1,32,k4,s2,p1) BN LeakyReLU,
 Conv(32,64,k4,s2,p1) BN LeakyReLU, flattened 64*7*7 in (C, H, W) order,

@@ -1,4 +1,4 @@
-"""Flux-style MLP VAE in PyTorch (ARCHITECTURES.md, "MLP VAE").
+"""Flux-style MLP VAE in PyTorch (docs/architectures.md#mlp-vae-flux-style-vae_mlp).
 
 tanh encoder 784-500 with mu and log-sigma heads of 5, decoder 5-500-784
 returning Bernoulli logits; loss = -ELBO per image + 0.01 * (sum of squares
