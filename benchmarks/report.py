@@ -230,7 +230,7 @@ def machine_lines(results: dict) -> list[str]:
     devices = sorted({f"{r['framework']}: {r['device_name']}" for r in rows})
     flags = sorted({r["settings"].get("xla_flags", "") for r in rows if r["framework"] == "jax"})
     lines = [
-        f"- machine: {m['cpu']}, {m['cpus_available']} CPUs available, {m['platform']}; devices: {'; '.join(devices)}",
+        f"- machine: {machine_name(results)} available, {m['platform']}; devices: {'; '.join(devices)}",
         f"- versions: python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items())),
         f"- command: `{results['command']}`",
         f"- XLA_FLAGS of the JAX rows: {' | '.join(repr(f) for f in flags) or 'none'}",
@@ -448,7 +448,11 @@ def headline_table(results: dict) -> list[str]:
     ratios = {}
     for x in results["summary"]["jax_over_torch"]:
         ratios.setdefault((row_label(x), x["batch_size"], x["precision"]), {})[x["task"]] = x
-    several = {k: len({key[i] for key in ratios}) > 1 for k, i in (("batch", 1), ("precision", 2))}
+    per_arch = {}
+    for arch, batch, precision in ratios:
+        per_arch.setdefault(arch, (set(), set()))[0].add(batch)
+        per_arch[arch][1].add(precision)
+    several = {k: any(len(sets[i]) > 1 for sets in per_arch.values()) for k, i in (("batch", 0), ("precision", 1))}  # name them only then
 
     def name(key):
         return f"`{key[0]}`" + (f" batch {key[1]}" if several["batch"] else "") + (f" {key[2]}" if several["precision"] else "")
@@ -497,5 +501,5 @@ def update_headline(readme: Path, results: dict, json_link: str) -> None:
     start, end = text.find("<!-- headline:"), text.find(HEADLINE_END)
     if start < 0 or end < start:
         raise ValueError(f"{readme}: no generated headline block (a line starting '<!-- headline:' and a line '{HEADLINE_END}')")
-    block = "\n".join([HEADLINE_START.format(json_link), "", *headline(results, json_link), ""])
+    block = "\n".join([HEADLINE_START.format(json_link), *headline(results, json_link)])
     readme.write_text(text[:start] + block + "\n" + text[end:])
