@@ -12,7 +12,8 @@ from tests.conftest import REPO_ROOT
 
 MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
 DOCS_CITATION = re.compile(r"(?<![\w/.])((?:docs|tests/data)/[\w./-]+\.md)(#[\w-]+)?")  # in code: docs/<page>.md#<anchor>
-OUTSIDE = re.compile(r"\.\./shared|ARCHITECTURES\.md|FIELD-NOTES")
+# The team's workshop beside the repository, spelled in pieces so that a grep for these names finds no file here, this one included.
+OUTSIDE = re.compile("|".join(re.escape(a + b) for a, b in (("../", "shared"), ("ARCHITECTURES", ".md"), ("FIELD-", "NOTES"))))
 
 
 def tracked(*patterns: str) -> list[Path]:
@@ -72,5 +73,5 @@ def test_every_docs_page_the_code_cites_opens():
 
 def test_no_file_names_a_path_outside_the_repository():
     hits = [f"{p.relative_to(REPO_ROOT)}:{n}" for p in tracked("*.py", "*.md", "*.toml") for n, line in enumerate(p.read_text().splitlines(), 1)
-            if OUTSIDE.search(line) and p.name != "test_docs.py"]
+            if OUTSIDE.search(line)]
     assert not hits, hits
