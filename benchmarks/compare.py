@@ -8,7 +8,7 @@
     python benchmarks/compare.py --diff OLD/results.json NEW/results.json
 
 Each configuration (architecture, variant, task, framework, mode, batch size)
-runs in its own process (benchmarks/worker.py), which loads and compiles once
+runs in its own process (benchmarks/worker.py, JSON lines in and out), which loads and compiles once
 and serves all its rounds. The processes of one architecture and batch size
 load side by side, then warm up one at a time, then time in interleaved
 rounds (A B C, A B C, ...) while the others wait, so that a slow minute of
@@ -57,7 +57,6 @@ OUTPUT_AGREEMENT_RTOL = 1e-4  # inference outputs, relative to the largest entry
 AGREEMENT_RTOL = {"float32": {"loss": LOSS_AGREEMENT_RTOL, "outputs": OUTPUT_AGREEMENT_RTOL}, "bfloat16": {"loss": 2e-2, "outputs": 5e-2}}
 UNSTABLE_SPREAD = 0.10  # a row whose round medians spread more than this, relative to their median
 HANDOFF_PAUSE_S = 0.05  # between two processes' rounds: the last one's spinning threads go to sleep
-WORKER = Path(__file__).resolve().with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("arch", "variant", "task", "mode", "precision", "batch_size")  # a row's identity, within a results file and across two
 PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "repeats", "steps", "max_time",
@@ -271,23 +270,23 @@ def resumed_results(args, argv: list[str], configs: list[dict]) -> dict:
 
 # ---------------------------------------------------------------- worker processes
 class ForkServer:
-    """One framework's fork server (benchmarks/worker.py --fork-server): it imports the framework once, then forks each configuration's process."""
+    """One framework's fork server (python -m benchmarks.worker --fork-server): it imports the framework once, then forks each configuration's process."""
 
     def __init__(self, framework: str, args, tmp: Path):
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.log = open(tmp / f"fork-server-{framework}.stderr", "w+")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), "--fork-server", framework, str(args.threads), str(theirs.fileno())],
+            [sys.executable, "-m", "benchmarks.worker", "--fork-server", framework, str(args.threads), str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
             env=worker_env(framework, xla_flags(args), tmp), cwd=ROOT,
         )
         theirs.close()
         self.framework = framework
 
-    def fork(self, cfg_path: Path, fds: list[int]) -> int:
-        """A new process serving the configuration in cfg_path, with fds as its stdin, stdout and stderr; its pid."""
+    def fork(self, fds: list[int]) -> int:
+        """A new worker process with fds as its stdin, stdout and stderr; its pid."""
         try:
-            socket.send_fds(self.sock, [json.dumps({"config": str(cfg_path)}).encode()], fds)
+            socket.send_fds(self.sock, [b"fork"], fds)
             answer = self.sock.recv(64)
         except OSError:
             answer = b""
@@ -319,26 +318,33 @@ class Worker:
         self.name = name or f"{label(cfg['arch'], cfg['variant'])} {cfg['task']} {cfg['mode']}" + report.precision_label(cfg)
         if cfg.get("mode") == "torch-ddp":
             cfg = self.cfg = {**cfg, "rank": 0, "port": free_port()}
-            with open(os.devnull, "r+") as null:
-                self.followers = [self.fork({**cfg, "rank": rank}, tmp, server, [null.fileno(), null.fileno()])
-                                  for rank in range(1, cfg["devices"])]
-        child_stdin, stdin = os.pipe()
+            with open(os.devnull, "w") as null:
+                for rank in range(1, cfg["devices"]):
+                    pid, stdin, stderr = self.start({**cfg, "rank": rank}, tmp, server, null.fileno())
+                    stdin.close()  # a follower reads its configuration only
+                    self.followers.append((pid, stderr))
         stdout, child_stdout = os.pipe()
         try:
-            self.pid, self.stderr = self.fork(cfg, tmp, server, [child_stdin, child_stdout])
+            self.pid, self.stdin, self.stderr = self.start(cfg, tmp, server, child_stdout)
         finally:
-            os.close(child_stdin)
             os.close(child_stdout)
-        self.stdin, self.stdout = os.fdopen(stdin, "w"), os.fdopen(stdout)
+        self.stdout = os.fdopen(stdout)
 
     @staticmethod
-    def fork(cfg: dict, tmp: Path, server: ForkServer, fds: list[int]):
-        """A process of the configuration, from `server`, with fds as its stdin and stdout: (pid, its stderr file)."""
+    def start(cfg: dict, tmp: Path, server: ForkServer, stdout: int):
+        """A worker from `server` that writes its events to the fd `stdout`, configured over its stdin: (pid, its stdin, its stderr file)."""
         stem = "-".join(str(cfg.get(k, "")) for k in ("job", "framework", "arch", "variant", "task", "mode", "precision", "batch_size", "rank"))
-        cfg_path = tmp / f"{stem}.json"
-        cfg_path.write_text(json.dumps(cfg))
         stderr = open(tmp / f"{stem}.stderr", "w+")  # noqa: SIM115 - closed in close()
-        return server.fork(cfg_path, [*fds, stderr.fileno()]), stderr
+        child_stdin, stdin = os.pipe()
+        try:
+            pid = server.fork([child_stdin, stdout, stderr.fileno()])
+        finally:
+            os.close(child_stdin)
+        stdin = os.fdopen(stdin, "w")
+        with contextlib.suppress(BrokenPipeError):  # it has exited already: expect() reports why
+            stdin.write(json.dumps({"cmd": "configure", "config": cfg}) + "\n")
+            stdin.flush()
+        return pid, stdin, stderr
 
     def expect(self, event: str) -> dict:
         for line in self.stdout:

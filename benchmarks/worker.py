@@ -1,13 +1,14 @@
-"""One benchmark configuration in its own process, driven by benchmarks/compare.py over stdin and stdout.
+"""One benchmark configuration in its own process, driven by benchmarks/compare.py over one channel: JSON lines.
 
-Usage: python benchmarks/worker.py CONFIG_JSON
+Usage: python -m benchmarks.worker, then JSON lines on stdin, answers on stdout.
+The first line configures it: {"cmd": "configure", "config": CONFIG}, where
 CONFIG holds job ("peak" or "step"), framework, arch, variant, task ("train"
 or "infer"), mode, precision, device, batch_size, warmup, threads, seed, init
 (weights file) and outputs (where an inference row saves its first outputs).
 
 A "peak" job prints one JSON line, the framework's float32 matmul rate, and
-exits. A "step" job talks JSON lines: it loads its framework, data and model
-and says {"event": "loaded"}; then answers {"cmd": "warmup"} (compile and
+exits. A "step" job loads its framework, data and model and says
+{"event": "loaded"}; then answers {"cmd": "warmup"} (compile and
 warm up: {"event": "ready", ...}), any number of {"cmd": "round", "max_steps":
 N, "max_time": T} ({"event": "round", "times": [...]}, the seconds of each
 timed step) and {"cmd": "finish"} ({"event": "done", ...}). A jax-scan
@@ -20,18 +21,19 @@ torch-ddp or jax-sharded, `devices` N > 1) trains on N devices: jax-sharded
 in one process with N CPU devices; torch-ddp in N processes, forked alike,
 with `rank` and `port` in their configs: process 0 talks to the driver and
 passes each command on to the others (torch.distributed's broadcast), which
-answer nothing (a round's time limit becomes a step count, the same for all).
+read only their configuration from the driver and answer nothing (a round's
+time limit becomes a step count, the same for all).
 Any failure is {"event": "error", "message": ...} and exit status 2. Threads
 are pinned before any framework is imported.
 
-Usage: python benchmarks/worker.py --fork-server FRAMEWORK THREADS FD
-The driver starts one such server per framework. It imports the framework
-once (torch with torch._dynamo, which torch.optim imports; or JAX, Flax and
-Optax, no backend started), then forks one process per configuration on
-request: a fresh process for each, without paying the imports each time
-(5-8 s of CPU on a 2-core VM). Requests come over the Unix socket FD: the
-config path and environment, with the child's stdin, stdout and stderr as
-file descriptors; the answer is the child's pid.
+Usage: python -m benchmarks.worker --fork-server FRAMEWORK THREADS FD
+How the driver starts them: one such server per framework imports the
+framework once (torch with torch._dynamo, which torch.optim imports; or JAX,
+Flax and Optax, no backend started), then forks one process per
+configuration on request, a fresh process for each without paying the
+imports each time. A request over the Unix socket FD carries the child's
+stdin, stdout and stderr as file descriptors, nothing else; the answer is the
+child's pid. The child then talks JSON lines as above.
 """
 from __future__ import annotations
 
@@ -349,19 +351,19 @@ def fork_server(framework: str, threads: int, fd: int) -> None:
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
     while True:
-        message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+        message, fds, _, _ = socket.recv_fds(sock, 64, 3)
         if not message:
             return
         pid = os.fork()
         if pid == 0:
             sock.close()
-            run_forked(json.loads(message), fds)
+            run_forked(fds)
         for child_fd in fds:
             os.close(child_fd)
         sock.send(str(pid).encode())
 
 
-def run_forked(request: dict, fds: list[int]) -> None:
+def run_forked(fds: list[int]) -> None:
     """In the forked child: take the given stdin, stdout and stderr, and serve the configuration."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch.compile waits for its compiler processes
     for target, child_fd in zip((0, 1, 2), fds):
@@ -372,7 +374,7 @@ def run_forked(request: dict, fds: list[int]) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     code = 0
     try:
-        main([request["config"]])
+        main([])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:  # noqa: BLE001 - the driver reads the last line of stderr
@@ -384,10 +386,10 @@ def run_forked(request: dict, fds: list[int]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv[0] == "--fork-server":
+    if argv[:1] == ["--fork-server"]:
         fork_server(argv[1], int(argv[2]), int(argv[3]))
         return
-    cfg = json.loads(Path(argv[0]).read_text())
+    cfg = read_config()
     pin_threads(cfg["threads"], cfg.get("rank", 0), cfg.get("devices", 1) if ddp_process(cfg) else 1)
     try:
         if cfg["job"] == "peak":
@@ -399,6 +401,15 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2) from None
 
 
+def read_config() -> dict:
+    """The first JSON line on stdin: {"cmd": "configure", "config": {...}}."""
+    line = sys.stdin.readline()
+    message = json.loads(line) if line.strip() else {}
+    if message.get("cmd") != "configure" or not isinstance(message.get("config"), dict):
+        send("error", message=f"expected a configure command first, got {line.strip()[:80]!r}")
+        raise SystemExit(2)
+    return message["config"]
+
+
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main(sys.argv[1:])

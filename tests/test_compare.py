@@ -192,6 +192,18 @@ def test_diff_marks_changes_beyond_both_spreads_and_lists_unmatched_rows(sweep, 
     assert f"only in the old file: mlp {dropped['task']} {dropped['mode']} batch {dropped['batch_size']}" in proc.stdout
 
 
+def test_a_worker_takes_its_configuration_as_its_first_json_line():
+    """One channel: the configuration and then the commands, JSON lines on stdin; anything else first is an error event, exit 2."""
+    worker = [sys.executable, "-m", "benchmarks.worker"]
+    wrong = subprocess.run(worker, cwd=REPO_ROOT, input='{"cmd": "warmup"}\n', capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and json.loads(wrong.stdout)["event"] == "error" and "configure" in wrong.stdout
+    config = {"job": "peak", "framework": "torch", "arch": "mlp", "variant": "default", "device": "cpu", "threads": 1}
+    peak = subprocess.run(worker, cwd=REPO_ROOT, input=json.dumps({"cmd": "configure", "config": config}) + "\n",
+                          capture_output=True, text=True, timeout=120)
+    done = json.loads(peak.stdout.strip().splitlines()[-1])
+    assert peak.returncode == 0 and done["event"] == "done" and done["matmul_n"] == 2048 and done["peak_gflops_per_s"] > 0
+
+
 def test_diff_of_what_is_not_a_results_file_is_a_one_line_error(sweep, tmp_path):
     good = sweep[2] / "results.json"
     one_line_error(compare("--diff", str(good), str(tmp_path / "missing.json")), "missing.json", "no such file")
