@@ -104,6 +104,12 @@ def mnist_test_dir() -> Path:
     return MNIST_TEST_DIR
 
 
+@pytest.fixture(scope="session")
+def names_dir() -> Path:
+    """The classic names folder (tests/data/names)."""
+    return NAMES_DIR
+
+
 def unwritable_folder(tmp_path: Path) -> Path:
     """An existing folder this process cannot create files in: mode 0o555, or, for root (whom modes do not stop), /sys."""
     folder = tmp_path / "read-only"

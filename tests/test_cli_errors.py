@@ -21,9 +21,8 @@ from safetensors.numpy import load_file, save_file
 from shared.errors import run_cli
 from tests.conftest import MNIST_TEST_DIR, REPO_ROOT
 
-MNIST_DIR = MNIST_TEST_DIR
-IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
+IMAGES_GZ = MNIST_TEST_DIR / "t10k-images-idx3-ubyte.gz"
+LABELS_GZ = MNIST_TEST_DIR / "t10k-labels-idx1-ubyte.gz"
 FRAMEWORKS = ["torch", "jax"]
 
 

@@ -30,9 +30,8 @@ from shared.errors import UserError
 from shared.tasks import GanTask
 from tests.conftest import MNIST_TEST_DIR
 
-MNIST_DIR = MNIST_TEST_DIR
-IMAGES_GZ = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-LABELS_GZ = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
+IMAGES_GZ = MNIST_TEST_DIR / "t10k-images-idx3-ubyte.gz"
+LABELS_GZ = MNIST_TEST_DIR / "t10k-labels-idx1-ubyte.gz"
 
 FIRST_TEN_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -111,7 +110,7 @@ def test_read_idx_raw_headers():
 
 
 def test_load_idx_split_gz_and_raw_identical(tmp_path, mnist_test, raw_bytes):
-    x_gz, y_gz = load_idx_split(MNIST_DIR, "test")
+    x_gz, y_gz = load_idx_split(MNIST_TEST_DIR, "test")
     np.testing.assert_array_equal(x_gz, mnist_test[0])
     np.testing.assert_array_equal(y_gz, mnist_test[1])
 
@@ -145,11 +144,11 @@ def test_dotted_name_variant_found(tmp_path, mnist_test, raw_bytes):
 
 
 def test_load_mnist_test_dir_replaces_test_split(mnist_test):
-    m = data.load_mnist(None, MNIST_DIR)
+    m = data.load_mnist(None, MNIST_TEST_DIR)
     assert m.train_x.shape == (4000, 784)
     assert m.test_x.shape == (10000, 784)
     np.testing.assert_array_equal(m.test_y, mnist_test[1])
-    assert str(MNIST_DIR) in m.source
+    assert str(MNIST_TEST_DIR) in m.source
 
 
 # ---------------------------------------------------------------- corrupt inputs

@@ -28,7 +28,6 @@ from shared.names import (
     split_names,
 )
 from shared.tasks import RnnTask
-from tests.conftest import NAMES_DIR
 
 CLASSIC_CLASSES = [
     "Arabic", "Chinese", "Czech", "Dutch", "English", "French", "German", "Greek", "Irish",
@@ -45,11 +44,6 @@ EMBEDDED_COUNTS = {
     "German": 403, "Greek": 1435, "Irish": 2304, "Italian": 1163, "Japanese": 49, "Korean": 44,
     "Polish": 3866, "Portuguese": 96, "Russian": 500, "Spanish": 1034, "Vietnamese": 10,
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def names_dir() -> Path:
-    return NAMES_DIR
 
 
 @pytest.fixture(scope="module")

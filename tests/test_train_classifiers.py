@@ -10,7 +10,7 @@ from shared.frechet import CLASSIFIER_PATH, Classifier
 from shared.hparams import RNN_PER_NAME
 from shared.names import load_names, one_hot_name
 from shared.weights import WeightsSpec, load_weights
-from tests.conftest import NAMES_DIR, slow_for
+from tests.conftest import slow_for
 from tests.numpy_reference import numpy_rnn_log_probs
 from tests.tolerances import CROSS_FRAMEWORK_METRIC_RTOL
 from torch_impl import mlp as tmlp
@@ -19,11 +19,6 @@ from torch_impl.weights import save_model
 
 TRAIN = {"torch": torch_train, "jax": jax_train}
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def names_dir():
-    return NAMES_DIR
 
 
 @pytest.fixture(scope="module")
