@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.contract import train_step_of
 from shared.data import batch_indices
 from shared.tasks import TASKS, Task
 
@@ -106,7 +107,7 @@ def count_flops(arch: str, variant: str, kind: str, batch_size: int, seed: int) 
 
     def run(batch):
         if kind == "train":
-            return task.train_step(module)(model, optimizer, *batch)
+            return train_step_of(module, variant)(model, optimizer, *batch)
         return task.infer_step(module)(model, *batch)
 
     _, timed = benchmark_batches(arch, variant, kind, batch_size, 0, seed)

@@ -79,7 +79,7 @@ def make_backend(cfg: dict):
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         from jax_impl.training import Backend
     parallel = Backend.start_parallel([], devices if devices > 1 else None, cfg["device"], "global", 120.0)
-    return Backend(cfg["arch"], cfg["device"], parallel, cfg.get("precision", "float32"))
+    return Backend(cfg["arch"], cfg["device"], parallel, cfg.get("precision", "float32"), variant=cfg["variant"])
 
 
 def send(event: str, **fields) -> None:
@@ -196,7 +196,7 @@ class Configuration:
         model = backend.init_model(cfg["seed"], Path(cfg["init"]), task.weights_spec(), **model_kwargs(cfg["arch"], cfg["variant"]))
         if cfg["task"] == "train":
             optimizer = backend.make_optimizer(model, cfg["lr"])
-            self.fn = backend.compile_step(model, optimizer, task.train_step(backend.arch), cfg["mode"], task.networks)
+            self.fn = backend.compile_step(model, optimizer, cfg["mode"])
         else:
             self.fn = backend.compile_inference(model, task.infer_step(backend.arch), cfg["mode"])
         self.last = None

@@ -23,9 +23,10 @@ from jax_impl import distributed
 from jax_impl.layers import compute_in
 from jax_impl.weights import load_model, save_model
 from shared import contract
-from shared.contract import SCAN_MODE, check_precision
+from shared.contract import SCAN_MODE, check_precision, train_step_of
 from shared.distributed import Parallel
 from shared.errors import UserError
+from shared.hparams import variants
 from shared.machine import cpu_name
 from shared.weights import StateDict, WeightsError, WeightsSpec
 
@@ -194,9 +195,11 @@ class Backend:
     modes = MODES
     data_parallel_mode = DATA_PARALLEL_MODE
 
-    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32"):
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32",
+                 variant: str | None = None):
         self.arch_name = arch
         self.arch = importlib.import_module(f"jax_impl.{arch}")
+        self.train_step = train_step_of(self.arch, variant or variants(arch)[0])
         self.parallel = parallel or Parallel()
         self.precision = check_precision(precision)
         self.device = select_device(device)
@@ -213,14 +216,12 @@ class Backend:
         return distributed.start(devices, device, batchnorm, timeout, **framework_flags)
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs) -> nnx.Module:
-        """The model on the device, its layers computing in the precision's dtype (float32 parameters in any case)."""
+        """The model on the device, its layers computing in the precision's dtype (float32 parameters in any case); its dropout keys
+        (nnx.Rngs) drawn from `seed` too."""
         make = lambda: self.arch.init_model(seed, **model_kwargs)  # noqa: E731
         with jax.default_device(self.device):
             model = make() if init is None else model_from_file(make, init, expected)
         return compute_in(model, COMPUTE_DTYPES[self.precision])
-
-    def seed_dropout(self, seed: int) -> None:
-        """Nothing to do: the dropout keys are the model's (nnx.Rngs), drawn from the seed by init_model."""
 
     def checkpoint_state(self, model: nnx.Module, optimizer: Any) -> StateDict:
         """What a checkpoint holds besides the weights: the dropout keys and counters, every optimizer's state (see restore_state)."""
@@ -247,10 +248,9 @@ class Backend:
         with jax.default_device(self.device):
             return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: dict[str, bool] | None = None) -> CompiledStep:
-        """The step jit-compiled (`networks` is torch's business: one compiled function partitions every network alike)."""
+    def compile_step(self, model, optimizer, mode: str | None = None, step: Callable | None = None) -> CompiledStep:
         default = DATA_PARALLEL_MODE if self.sharding is not None else MODES[0]
-        return CompiledStep(step, model, optimizer, mode or default, self.parallel, self.sharding)
+        return CompiledStep(step or self.train_step, model, optimizer, mode or default, self.parallel, self.sharding)
 
     def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
         return CompiledInference(fn, model, mode or MODES[0])

@@ -12,7 +12,8 @@ against it: the names, the parameter names, and what each function returns.
 
 The functions take the model first. A training step updates the model and
 its optimizer in place and returns its loss (a 0-d array) or, for a step of
-several phases, the vector of `Task.loss_names`. Every inference function
+several phases, the vector of `Task.loss_names`; a variant that trains
+another way has its own step, `train_step_<variant>` (train_step_of). Every inference function
 (eval_outputs, reconstruct, sample, encode, decode) returns a dict of named
 arrays; the caller puts the model in eval mode and turns gradients off
 (`Inference` below, through each framework's `Backend`, whose methods are
@@ -21,6 +22,7 @@ written here too).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,12 +46,21 @@ MODES = {"torch": ("torch-eager", "torch-compile", "torch-compile-cudagraphs"), 
 DATA_PARALLEL_MODES = {"torch": "torch-ddp", "jax": "jax-sharded"}  # training over several processes (DDP) or devices (a mesh)
 GPU_MODES = ("torch-compile-cudagraphs",)  # torch.compile(mode="reduce-overhead"): CUDA graphs, which a CPU has not
 SCAN_MODE = "jax-scan"  # K training steps in one compiled call, a lax.scan over K stacked batches: training only
+INFERENCE_FUNCTIONS = ("eval_outputs", "reconstruct", "sample", "encode", "decode")  # what an architecture module may define besides its steps
+EVAL_BATCH = 500  # the examples an inference function takes at a time when a run evaluates (Inference)
 
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     return precision
+
+
+def train_step_of(arch: ModelModule, variant: str | None = None) -> TrainStep:
+    """The architecture module's training step for `variant`: `train_step_<variant>` ('-' as '_') where the variant has a step of
+    its own (the AAE's three, the RNN's per-name form), `train_step` otherwise."""
+    own_step = getattr(arch, f"train_step_{variant.replace('-', '_')}", None) if variant else None
+    return own_step or arch.train_step
 
 
 class ModelModule(Protocol):
@@ -156,10 +167,13 @@ class Backend(Protocol):
     modes: tuple[str, ...]  # the benchmark's step modes: torch-eager, torch-compile, torch-compile-cudagraphs (GPU); jax-jit, jax-scan
     data_parallel_mode: str  # the step mode of a run over several devices: torch-ddp; jax-sharded
     arch: ModelModule  # the architecture's module in this framework's tree
+    train_step: TrainStep  # the module's training step for the Backend's variant (train_step_of)
     parallel: Parallel  # this process's place in a data-parallel run (a single-device run's by default)
     precision: str  # one of PRECISIONS: what the steps and the inference functions compute in
 
-    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32") -> None: ...
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32",
+                 variant: str | None = None) -> None:
+        """The Backend of the architecture `arch` (its `variant`, the first by default: shared/hparams.py)."""
 
     @staticmethod
     def start_parallel(argv: list[str], devices: int | None, device: str, batchnorm: str, timeout: float, **framework_flags) -> Parallel | None:
@@ -170,18 +184,15 @@ class Backend(Protocol):
 
     def init_model(self, seed: int, init: Path | None = None, expected: WeightsSpec | None = None, **model_kwargs: Any) -> Model:
         """arch.init_model(seed, **model_kwargs) on the device, then the weights file `init` if given (its metadata checked against `expected`);
-        float32 weights in any precision (JAX: its layers set to compute in the precision's dtype)."""
-
-    def seed_dropout(self, seed: int) -> None:
-        """Seed whatever draws dropout masks outside the model (torch's global generator) from the run's seed."""
+        float32 weights in any precision (JAX: its layers set to compute in the precision's dtype). The dropout masks are drawn
+        from `seed` too (JAX: the model's own keys; torch: the global generator, which nn.Dropout draws from, seeded here)."""
 
     def make_optimizer(self, model: Model, lr: float) -> Optimizer: ...
 
-    def compile_step(self, model: Model, optimizer: Optimizer, step: TrainStep, mode: str | None = None,
-                     networks: dict[str, bool] | None = None) -> CompiledStep:
-        """`step` bound to model and optimizer, compiled for `mode` (default: the framework's first, or its data-parallel mode on
-        several devices, which returns the global batch's losses) in the Backend's precision; `networks`: Task.networks. jax-scan's
-        step takes each batch array stacked K times on a new leading axis and returns the K steps' losses."""
+    def compile_step(self, model: Model, optimizer: Optimizer, mode: str | None = None, step: TrainStep | None = None) -> CompiledStep:
+        """The training step (`step`, or the Backend's `train_step`) bound to model and optimizer, compiled for `mode` (default: the
+        framework's first, or its data-parallel mode on several devices, which returns the global batch's losses) in the Backend's
+        precision. jax-scan's step takes each batch array stacked K times on a new leading axis and returns the K steps' losses."""
 
     def compile_inference(self, model: Model, fn: Callable[..., Outputs], mode: str | None = None) -> Callable[..., Outputs]:
         """fn bound to the model in eval mode, without gradients, compiled for `mode`: f(*batch) -> outputs (the benchmark's)."""
@@ -233,30 +244,29 @@ class CompiledStep(Protocol):
 
 
 class Inference:
-    """A model's inference functions, bound to it: eval mode, no gradient, numpy in and numpy out.
+    """A model's inference functions, bound to it: eval mode, no gradient, numpy in and out, EVAL_BATCH examples at a time.
 
     What the tasks evaluate and draw pictures with, the same in both
     frameworks: `Inference(backend, model).eval_outputs(x)` calls the
-    architecture module's `eval_outputs(model, x)` through `backend.predict`.
+    architecture module's `eval_outputs(model, x)` through `backend.predict`
+    on each slice of x, and concatenates the outputs. It has those of
+    eval_outputs, reconstruct, sample, encode and decode that the module defines.
     """
 
+    eval_outputs: Callable[..., dict[str, np.ndarray]]
+    reconstruct: Callable[..., dict[str, np.ndarray]]
+    sample: Callable[..., dict[str, np.ndarray]]
+    encode: Callable[..., dict[str, np.ndarray]]
+    decode: Callable[..., dict[str, np.ndarray]]
+
     def __init__(self, backend: Backend, model: Model):
-        self._backend, self._arch, self._model = backend, backend.arch, model
+        self._backend, self._model = backend, model
+        for name in INFERENCE_FUNCTIONS:
+            if hasattr(backend.arch, name):
+                setattr(self, name, partial(self._in_batches, getattr(backend.arch, name)))
 
-    def _run(self, fn: Callable[..., Outputs], arrays: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
-        return self._backend.predict(self._model, fn, *arrays)
-
-    def eval_outputs(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run(self._arch.eval_outputs, arrays)
-
-    def reconstruct(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run(self._arch.reconstruct, (x,))
-
-    def sample(self, *noise: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run(self._arch.sample, noise)
-
-    def encode(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run(self._arch.encode, (x,))
-
-    def decode(self, z: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run(self._arch.decode, (z, y))
+    def _in_batches(self, fn: Callable[..., Outputs], *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = []
+        for start in range(0, len(arrays[0]), EVAL_BATCH):
+            outputs.append(self._backend.predict(self._model, fn, *(a[start : start + EVAL_BATCH] for a in arrays)))
+        return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}

@@ -1,13 +1,12 @@
 """What each architecture trains on and how it is judged, framework-free.
 
 A task loads its data, turns it into the numpy arguments of the
-architecture's training step (after model and optimizer), computes test
-metrics from what the model returns, and draws the pictures. It reaches the
-model through the architecture module's functions (shared/contract.py):
-`train_step(arch)` picks the step the training loop runs, and evaluation
-calls the module's inference functions bound to the model (`Inference`: eval
-mode, numpy in and out). Both frameworks therefore train on the same batches
-and noise and are judged by the same numpy code.
+architecture's training step (after model and optimizer; the Backend holds
+the step itself, shared/contract.py train_step_of), computes test metrics
+from what the model returns, and draws the pictures. It evaluates through
+the module's inference functions bound to the model (`Inference`: eval mode,
+numpy in and out, in slices). Both frameworks therefore train on the same
+batches and noise and are judged by the same numpy code.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.contract import AaeModule, AutoencoderModule, ClassifierModule, GanModule, Inference, ModelModule, RnnModule, TrainStep, VaeModule
+from shared.contract import AaeModule, AutoencoderModule, ClassifierModule, GanModule, Inference, ModelModule, RnnModule, VaeModule
 from shared.data import IMAGE_DIM, Mnist, binarize, load_mnist
 from shared.errors import UserError
 from shared.frechet import class_histogram, sample_quality
@@ -25,14 +24,7 @@ from shared.metrics import accuracy, bernoulli_log_likelihood, confusion_matrix,
 from shared.names import Names, load_names, one_hot_batch, one_hot_name
 from shared.weights import WeightsSpec
 
-EVAL_BATCH = 500
 LENGTH_BUCKET = 8  # RNN batches are padded to a multiple of this many letters
-
-
-def in_batches(fn: Callable[..., dict[str, np.ndarray]], *arrays: np.ndarray) -> dict[str, np.ndarray]:
-    """fn(*arrays) over the first axis in slices of EVAL_BATCH, the outputs concatenated."""
-    outputs = [fn(*(a[s : s + EVAL_BATCH] for a in arrays)) for s in range(0, len(arrays[0]), EVAL_BATCH)]
-    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
 class Task:
@@ -41,9 +33,6 @@ class Task:
     arch: str
     contract: type = ModelModule  # the protocol the architecture's modules satisfy (shared/contract.py)
     loss_names: tuple[str, ...] = ("loss",)  # what the step returns: one loss, or a vector of these
-    # The model's parts its step calls by name, each with whether a phase uses only part of it (torch's DDP
-    # wraps each, and must then look for the unused parameters); none: the step calls the model itself.
-    networks: dict[str, bool] = {}
     fixed_batch_size: int | None = None  # set when the variant defines its batch size
     min_train_batch: int = 1  # the smallest batch a training step is defined on
     n_train: int
@@ -73,10 +62,6 @@ class Task:
     def weights_spec(self) -> WeightsSpec:
         """What this task's weight files hold, written into each and checked when one is loaded."""
         return WeightsSpec(self.arch, self.variant)
-
-    def train_step(self, arch: ModelModule) -> TrainStep:
-        """The function of the architecture module that trains on `train_batch`'s arguments."""
-        return arch.train_step
 
     def set_labels(self, count: int) -> None:
         """--labels: only the semi-supervised AAE trains on a labelled subset."""
@@ -138,7 +123,7 @@ class GaussianVaeTask(Task):
         return rng.standard_normal((len(self.test_x), self.hp.latent_dim), dtype=np.float32)
 
     def evaluate(self, model: Inference) -> dict[str, float]:
-        out = in_batches(model.eval_outputs, self.test_x, self.eval_noise())
+        out = model.eval_outputs(self.test_x, self.eval_noise())
         metrics = neg_elbo(self.test_x, out["logits"], *self.posterior(out))
         return {f"test_{k}": v for k, v in metrics.items()}
 
@@ -217,7 +202,7 @@ class AutoencoderTask(Task):
         return (self.test_x[idx],)
 
     def evaluate(self, model: Inference) -> dict[str, float]:
-        logits = in_batches(model.eval_outputs, self.test_x)["logits"]
+        logits = model.eval_outputs(self.test_x)["logits"]
         bce_per_image = -bernoulli_log_likelihood(self.test_x, logits)
         return {"test_bce": float(bce_per_image.mean() / IMAGE_DIM), "test_bce_per_image": float(bce_per_image.mean())}
 
@@ -245,7 +230,6 @@ class GanTask(Task):
     arch = "gan"
     contract = GanModule
     loss_names = ("d_loss", "g_loss")
-    networks = {"generator": False, "discriminator": False}
     quality = ("frechet_distance", "min")
 
     def __init__(self, data: Mnist, variant: str | None = None):
@@ -279,7 +263,7 @@ class GanTask(Task):
 
     def generate(self, model: Inference, z: np.ndarray) -> np.ndarray:
         """Generated digits in [0, 1] (the generator's tanh output, rescaled)."""
-        return (in_batches(model.sample, z)["images"] + 1.0) / 2.0
+        return (model.sample(z)["images"] + 1.0) / 2.0
 
     def evaluate(self, model: Inference) -> dict[str, float]:
         generated = self.generate(model, self.eval_latents(len(self.real_test_x)))
@@ -311,7 +295,6 @@ class AaeTask(Task):
 
     arch = "aae"
     contract = AaeModule
-    networks = {"encoder": True, "decoder": False, "discriminator": False, "discriminator_cat": False}  # classification: not Q's z head
     labelled_seed = 17  # which training images keep their labels: the same in every run
 
     def __init__(self, data: Mnist, variant: str | None = None, labels: int | None = None):
@@ -362,14 +345,6 @@ class AaeTask(Task):
     def weights_spec(self) -> WeightsSpec:
         return WeightsSpec(self.arch, self.variant, {"n_classes": self.hp.n_classes, "z_dim": self.hp.z_dim})
 
-    def train_step(self, arch: AaeModule) -> TrainStep:
-        steps = {
-            "unsupervised": arch.train_step_unsupervised,
-            "supervised": arch.train_step_supervised,
-            "semisupervised": arch.train_step_semisupervised,
-        }
-        return steps[self.variant]
-
     def infer_step(self, arch: AaeModule) -> Callable:
         return arch.encode
 
@@ -395,7 +370,7 @@ class AaeTask(Task):
 
     def evaluate(self, model: Inference) -> dict[str, float]:
         x, y = self.data.test_x, self.data.test_y
-        out = in_batches(model.eval_outputs, x, one_hot(y, self.hp.n_classes))
+        out = model.eval_outputs(x, one_hot(y, self.hp.n_classes))
         metrics = {"test_bce": float(-bernoulli_log_likelihood(x, out["logits"]).mean() / IMAGE_DIM)}
         if self.semisupervised:
             metrics["test_error"] = float(np.mean(out["class_logits"].argmax(-1) != y))
@@ -404,7 +379,7 @@ class AaeTask(Task):
     def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         from shared.images import save_confusion, save_latent_scatter, save_panels  # matplotlib only when pictures are drawn
 
-        codes = in_batches(model.encode, self.data.test_x)
+        codes = model.encode(self.data.test_x)
         paths = [out_dir / "latent.png"]
         save_latent_scatter(paths[0], codes["z"], self.data.test_y, f"{title}\ntest codes z = Q(x)", self.hp.prior_std)
         if self.variant != "unsupervised":
@@ -452,13 +427,9 @@ class ClassifierTask(Task):
         """(the arguments of eval_outputs for the whole split, its labels)."""
         raise NotImplementedError
 
-    def logits(self, model: Inference, split: str) -> tuple[np.ndarray, np.ndarray]:
-        arrays, labels = self.eval_arrays(split)
-        return in_batches(model.eval_outputs, *arrays)["logits"], labels
-
     def evaluate(self, model: Inference) -> dict[str, float]:
-        train_logits, train_y = self.logits(model, "train")
-        test_logits, test_y = self.logits(model, "test")
+        (train_arrays, train_y), (test_arrays, test_y) = self.eval_arrays("train"), self.eval_arrays("test")
+        train_logits, test_logits = model.eval_outputs(*train_arrays)["logits"], model.eval_outputs(*test_arrays)["logits"]
         return {
             "train_accuracy": accuracy(train_logits, train_y),
             "test_loss": cross_entropy(test_logits, test_y),
@@ -468,8 +439,8 @@ class ClassifierTask(Task):
     def save_pictures(self, out_dir: Path, model: Inference, title: str) -> list[Path]:
         from shared.images import save_confusion  # matplotlib only when pictures are drawn
 
-        logits, labels = self.logits(model, "test")
-        counts = confusion_matrix(labels, logits.argmax(-1), len(self.class_names))
+        arrays, labels = self.eval_arrays("test")
+        counts = confusion_matrix(labels, model.eval_outputs(*arrays)["logits"].argmax(-1), len(self.class_names))
         save_confusion(out_dir / "confusion.png", counts, self.class_names, title)
         return [out_dir / "confusion.png"]
 
@@ -519,7 +490,6 @@ class RnnTask(ClassifierTask):
 
     arch = "rnn"
     contract = RnnModule
-    networks = {"hid_fc": False, "out_fc": False}  # the batched step calls the cell's two layers, not the cell
 
     def __init__(self, names: Names, variant: str | None = None):
         super().__init__(variant)
@@ -543,9 +513,6 @@ class RnnTask(ClassifierTask):
     def weights_spec(self) -> WeightsSpec:
         """Variant "any": the two forms train one model. The ordered class list: output i is class i, so a file fits only that list."""
         return WeightsSpec(self.arch, "any", {"classes": list(self.class_names)})
-
-    def train_step(self, arch: RnnModule) -> TrainStep:
-        return arch.train_step_per_name if self.variant == "per-name" else arch.train_step
 
     def train_batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """batched: (chars (B, T, 57), lengths (B,), y (B,)); per-name: (chars (L, 57), y (1,))."""

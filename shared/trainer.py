@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,27 +159,29 @@ def absolute(path: Path | None) -> str | None:
     return None if path is None else str(path.resolve())
 
 
-def apply_resume(args: argparse.Namespace, progress: Progress, framework: str) -> None:
-    """Fill the flags the user left out from the checkpoint's; refuse any that differ (a one-line error naming it)."""
+def resumed_flags(args: argparse.Namespace, progress: Progress, framework: str) -> dict[str, Any]:
+    """The command's flags with those the user left out taken from the checkpoint's; a one-line error for any that differ."""
     where = f"--resume {args.resume}"
     if progress.framework != framework:
         raise UserError(f"{where}: a {progress.framework} run; resume it with python -m {progress.framework}_impl.train")
     if progress.args["arch"] != args.arch:
         raise UserError(f"{where}: a run of {progress.args['arch']}, not {args.arch}")
+    flags = vars(args).copy()
     for flag in RESUMED_FLAGS:
-        given, saved = getattr(args, flag), progress.args[flag]
+        given, saved = flags[flag], progress.args[flag]
         if given is None:
-            setattr(args, flag, Path(saved) if flag in ("data_dir", "test_dir", "init") and saved else saved)
+            flags[flag] = Path(saved) if flag in ("data_dir", "test_dir", "init") and saved else saved
         elif (absolute(given) if isinstance(given, Path) else given) != saved:
             name = f"--{flag.replace('_', '-')}"
             raise UserError(f"{where}: the run was trained with {'no ' + name if saved is None else f'{name} {saved}'}, not {name} {given}")
     if args.out is not None and absolute(args.out) != absolute(args.resume):
         raise UserError(f"{where}: a resumed run writes to its own folder; --out {args.out} names another")
-    args.out = args.resume
+    flags["out"] = args.resume
     if args.epochs is None:
-        args.epochs = progress.args["epochs"]
+        flags["epochs"] = progress.args["epochs"]
     elif args.epochs < progress.epoch:
         raise UserError(f"{where}: the run has reached epoch {progress.epoch}; --epochs {args.epochs} is behind it")
+    return flags
 
 
 def check_same_data(where: str, saved: dict, config: dict, keys: list[str]) -> None:
@@ -214,110 +217,167 @@ class StepStop(Exception):
         self.step, self.signum, self.losses = step, signum, losses
 
 
-def train_main(argv: list[str] | None, backend_cls) -> dict:
+@dataclass(frozen=True)
+class RunSettings:
+    """A training run's settings, resolved once: the user's flags, the checkpoint's where resumed, else the architecture's defaults."""
+
+    framework: str
+    arch: str
+    variant: str
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    precision: str
+    device: str
+    out: Path
+    init: Path | None
+    data_dir: Path | None
+    test_dir: Path | None
+    devices: int | None
+    batchnorm: str
+    resume: Path | None
+
+    @property
+    def name(self) -> str:
+        """How the run is titled: the architecture (and variant) and the framework."""
+        return f"{label(self.arch, self.variant)}, {self.framework}"
+
+    def resume_record(self, task) -> dict[str, Any]:
+        """What progress.json keeps of the run's flags, for a resume to check (shared/checkpoint.py RESUMED_FLAGS)."""
+        return {"arch": self.arch, "epochs": self.epochs, "variant": self.variant, "batch_size": self.batch_size, "lr": self.lr,
+                "seed": self.seed, "labels": task.config().get("labels"), "data_dir": absolute(self.data_dir),
+                "test_dir": absolute(self.test_dir), "init": absolute(self.init), "devices": self.devices, "batchnorm": self.batchnorm,
+                "precision": self.precision}
+
+
+def run_settings(flags: dict[str, Any], task, framework: str) -> RunSettings:
+    """The settings of a run of `task` from its flags (parsed, and filled in from a checkpoint where resumed)."""
+    hp = task.hp
+    epochs = hp.epochs if flags["epochs"] is None else flags["epochs"]
+    out = flags["out"] or Path("runs") / f"{label(flags['arch'], task.variant).replace('/', '-')}-{framework}"
+    return RunSettings(
+        framework=framework, arch=flags["arch"], variant=task.variant, epochs=epochs, batch_size=flags["batch_size"] or hp.batch_size,
+        lr=flags["lr"] or hp.lr, seed=flags["seed"] or 0, precision=flags["precision"] or PRECISIONS[0], device=flags["device"], out=out,
+        init=flags["init"], data_dir=flags["data_dir"], test_dir=flags["test_dir"], devices=flags["devices"],
+        batchnorm=flags["batchnorm"] or BATCHNORM_STATS[0], resume=flags["resume"],
+    )
+
+
+def train_main(argv: list[str] | None = None, *, backend_cls) -> dict:
+    """The training command: flags -> settings, the framework's Backend, set_up, train (docs/adding-an-architecture.md#how-a-training-step-runs)."""
     began = time.perf_counter()
     framework = backend_cls.framework
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(framework).parse_args(argv)
     progress = read_progress(args.resume) if args.resume else None
-    if progress is not None:
-        apply_resume(args, progress, framework)
-    if args.variant is not None and args.variant not in variants(args.arch):
-        raise UserError(f"--variant {args.variant}: {args.arch} has {', '.join(variants(args.arch))}")
-    task = TASKS[args.arch].load(args.variant, args.data_dir, args.test_dir, args.labels)
-    hp = task.hp
-    epochs = hp.epochs if args.epochs is None else args.epochs
-    batch_size = args.batch_size or hp.batch_size
-    seed = args.seed or 0
-    check_batch_size(task, args.arch, batch_size, epochs)
-    batchnorm = args.batchnorm or BATCHNORM_STATS[0]
-    distributed_flags = {k: getattr(args, k) for k in ("coordinator", "num_processes", "process_id") if hasattr(args, k)}
-    check_data_parallel(args.arch, task.variant, task.fixed_batch_size, batch_size, (args.devices or 1) * distributed_flags.get("num_processes", 1))
-    run_name = label(args.arch, task.variant).replace("/", "-")
-    out = args.out or Path("runs") / f"{run_name}-{framework}"
-    parallel = backend_cls.start_parallel(argv, args.devices, args.device, batchnorm, args.dist_timeout, **distributed_flags)
+    flags = resumed_flags(args, progress, framework) if progress else vars(args)
+    if flags["variant"] is not None and flags["variant"] not in variants(args.arch):
+        raise UserError(f"--variant {flags['variant']}: {args.arch} has {', '.join(variants(args.arch))}")
+    task = TASKS[args.arch].load(flags["variant"], flags["data_dir"], flags["test_dir"], flags["labels"])
+    run = run_settings(flags, task, framework)
+    check_batch_size(task, run.arch, run.batch_size, run.epochs)
+    distributed_flags = {k: flags[k] for k in ("coordinator", "num_processes", "process_id") if k in flags}
+    check_data_parallel(run.arch, run.variant, task.fixed_batch_size, run.batch_size, (run.devices or 1) * distributed_flags.get("num_processes", 1))
+    parallel = backend_cls.start_parallel(argv, run.devices, run.device, run.batchnorm, args.dist_timeout, **distributed_flags)
     if parallel is None:  # this process started the run's processes (torch --devices N), which trained and wrote it
-        return json.loads((out / "metrics.json").read_text())
-    check_data_parallel(args.arch, task.variant, task.fixed_batch_size, batch_size, parallel.replicas)
-    lr = args.lr or hp.lr
+        return json.loads((run.out / "metrics.json").read_text())
+    check_data_parallel(run.arch, run.variant, task.fixed_batch_size, run.batch_size, parallel.replicas)
     if parallel.writer:
-        prepare_out_dir(out)
-
-    args.epochs, args.batch_size, args.lr, args.seed = epochs, batch_size, lr, seed  # resolved
-    args.precision = args.precision or PRECISIONS[0]
-    backend = backend_cls(args.arch, args.device, parallel, args.precision)
+        prepare_out_dir(run.out)
+    backend = backend_cls(run.arch, run.device, parallel, run.precision, variant=run.variant)
     try:
-        return train(args, backend, task, progress, out, began)
+        return train(set_up(run, backend, task, progress, began))
     finally:
         backend.finish()
 
 
-def train(args: argparse.Namespace, backend, task, progress: Progress | None, out: Path, began: float) -> dict:
-    """The run with its resolved flags, in each process of a data-parallel one (process 0 alone evaluates and writes)."""
-    framework, parallel = backend.framework, backend.parallel
-    epochs, batch_size, lr, seed = args.epochs, args.batch_size, args.lr, args.seed
-    spec = task.weights_spec()
-    start_from = weights_path(out) if progress else args.init
-    model = backend.init_model(seed, start_from, expected=spec, **task.model_kwargs)
-    backend.seed_dropout(seed)
-    inference = Inference(backend, model)
+@dataclass
+class Training:
+    """A run set up to train: its settings, backend, task, model, optimizer, compiled step, and what it has written so far."""
+
+    run: RunSettings
+    backend: Any  # shared.contract.Backend
+    task: Any  # shared.tasks.Task
+    model: Any
+    optimizer: Any
+    step: Any  # shared.contract.CompiledStep
+    inference: Inference
+    config: dict  # metrics.json's "config"
+    history: list[dict]  # one record per complete epoch
+    first_epoch: int
+    began: float  # when the command began (perf_counter)
+
+    def say(self, *args, **kwargs) -> None:
+        """Print, in the one process that speaks for a data-parallel run."""
+        if self.backend.parallel.writer:
+            print(*args, **kwargs)
+
+
+def set_up(run: RunSettings, backend, task, progress: Progress | None, began: float) -> Training:
+    """The model (from --init, or the checkpoint where resumed), its optimizer and compiled step; the run's config."""
+    parallel = backend.parallel
+    model = backend.init_model(run.seed, weights_path(run.out) if progress else run.init, expected=task.weights_spec(), **task.model_kwargs)
     config = {
-        "arch": args.arch, "variant": task.variant, "framework": framework, "device": backend.device_name(),
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "data": task.source, "examples": {"train": task.n_train, "test": task.n_infer}, "init": str(args.init) if args.init else None,
+        "arch": run.arch, "variant": run.variant, "framework": run.framework, "device": backend.device_name(),
+        "epochs": run.epochs, "batch_size": run.batch_size, "lr": run.lr, "seed": run.seed,
+        "data": task.source, "examples": {"train": task.n_train, "test": task.n_infer}, "init": str(run.init) if run.init else None,
         **task.config(),
         "replicas": parallel.replicas, "processes": parallel.processes, "batchnorm": parallel.batchnorm,
         "precision": backend.precision, "versions": backend.versions(),
     }
-    flags = {"arch": args.arch, "epochs": epochs, "variant": task.variant, "batch_size": batch_size, "lr": lr, "seed": seed,
-             "labels": task.config().get("labels"), "data_dir": absolute(args.data_dir), "test_dir": absolute(args.test_dir),
-             "init": absolute(args.init), "devices": args.devices, "batchnorm": parallel.batchnorm, "precision": backend.precision}
     if progress is not None:
-        check_same_data(f"--resume {args.resume}", {"replicas": 1, **progress.config}, config, ["data", "examples", *task.config(), "replicas"])
-    title = f"{label(args.arch, task.variant)}, {framework}"
+        check_same_data(f"--resume {run.resume}", {"replicas": 1, **progress.config}, config, ["data", "examples", *task.config(), "replicas"])
+    optimizer = backend.make_optimizer(model, run.lr)
+    if progress is not None:
+        backend.restore_state(model, optimizer, read_state(run.out), str(weights_path(run.out).parent))
+    training = Training(run, backend, task, model, optimizer, backend.compile_step(model, optimizer), Inference(backend, model), config,
+                        history=list(progress.history) if progress else [], first_epoch=progress.epoch + 1 if progress else 1, began=began)
     resumed = f", resumed after epoch {progress.epoch}" if progress else ""
-    say = print if parallel.writer else lambda *a, **k: None  # one process speaks for all
-    say(f"{label(args.arch, task.variant)} in {framework} on {config['device']}: {config['data']}{resumed}", file=sys.stderr)
+    training.say(f"{label(run.arch, run.variant)} in {run.framework} on {config['device']}: {config['data']}{resumed}", file=sys.stderr)
+    return training
 
-    history = list(progress.history) if progress else []
-    first = progress.epoch + 1 if progress else 1
-    if first > epochs:  # nothing to train (--epochs 0, or a finished run resumed): evaluate and write
-        if not parallel.writer:
-            return {}
-        final = history[-1] if history else {"epoch": 0, **task.evaluate(inference)}
-        say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
-        return write_outputs(out, backend, model, spec, task, inference, config, history, final, f"{title}, {len(history)} epochs")
 
-    optimizer = backend.make_optimizer(model, lr)
-    if progress is not None:
-        backend.restore_state(model, optimizer, read_state(out), str(weights_path(out).parent))
-    step = backend.compile_step(model, optimizer, task.train_step(backend.arch), networks=task.networks)
-    steps_per_epoch = num_batches(task.n_train, batch_size)
-    pictures = PictureSchedule(began)
+def train(t: Training) -> dict:
+    """The epochs left, each followed by evaluation, a checkpoint and the run's files (process 0 alone evaluates and writes)."""
+    run, backend = t.run, t.backend
+    if t.first_epoch > run.epochs:  # nothing to train (--epochs 0, or a finished run resumed): evaluate and write
+        return evaluate_only(t)
+    pictures = PictureSchedule(t.began)
     metrics: dict = {}
     with StopSignals() as signals:
-        for epoch in range(first, epochs + 1):
+        for epoch in range(t.first_epoch, run.epochs + 1):
             start = time.perf_counter()
             try:
-                train_losses = run_epoch(task, step, backend, seed, epoch, batch_size, steps_per_epoch, epochs, signals)
+                train_losses = run_epoch(t, epoch, signals)
             except StepStop as stop:
-                raise stopped(stop, framework, args.arch, out, epoch, steps_per_epoch, history) from None
-            step.write_back()
-            state = backend.checkpoint_state(model, optimizer)  # in every process: torch gathers each one's generator state
-            if parallel.writer:
-                record = {"epoch": epoch, **train_losses, **task.evaluate(inference)}
+                raise stopped(stop, t, epoch) from None
+            t.step.write_back()
+            state = backend.checkpoint_state(t.model, t.optimizer)  # in every process: torch gathers each one's generator state
+            if backend.parallel.writer:
+                record = {"epoch": epoch, **train_losses, **t.task.evaluate(t.inference)}
                 record["seconds"] = round(time.perf_counter() - start, 3)
-                record["elapsed_s"] = round(time.perf_counter() - began, 3)  # since this command began (data, model, compilation)
-                history.append(record)
-                say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-                write_checkpoint(out, Progress(framework, epoch, flags, config, history), lambda path: backend.save_model(model, path, spec), state)
-                metrics = write_outputs(out, backend, model, spec, task, inference, config, history, record, f"{title}, {epoch} epochs", pictures)
+                record["elapsed_s"] = round(time.perf_counter() - t.began, 3)  # since this command began (data, model, compilation)
+                t.history.append(record)
+                t.say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                progress = Progress(run.framework, epoch, run.resume_record(t.task), t.config, t.history)
+                write_checkpoint(run.out, progress, lambda path: backend.save_model(t.model, path, t.task.weights_spec()), state)
+                metrics = write_outputs(t, record, pictures)
             else:
-                history.append({"epoch": epoch})
-            if backend.any_process(signals.signum is not None) and epoch < epochs:  # arrived while evaluating or writing
-                raise stopped(StepStop(0, signals.signum or signal.SIGTERM), framework, args.arch, out, epoch + 1, steps_per_epoch, history)
-    say(f"wrote {out / 'metrics.json'}, {out / 'weights.safetensors'}, {out / 'checkpoint'} and the pictures")
+                t.history.append({"epoch": epoch})
+            if backend.any_process(signals.signum is not None) and epoch < run.epochs:  # arrived while evaluating or writing
+                raise stopped(StepStop(0, signals.signum or signal.SIGTERM), t, epoch + 1)
+    t.say(f"wrote {run.out / 'metrics.json'}, {run.out / 'weights.safetensors'}, {run.out / 'checkpoint'} and the pictures")
     return metrics
+
+
+def evaluate_only(t: Training) -> dict:
+    """A run with no epoch left: its last record (or the model evaluated, at epoch 0) and its files written again."""
+    if not t.backend.parallel.writer:
+        return {}
+    final = t.history[-1] if t.history else {"epoch": 0, **t.task.evaluate(t.inference)}
+    t.say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+    return write_outputs(t, final)
 
 
 def check_batch_size(task, arch: str, batch_size: int, epochs: int) -> None:
@@ -331,12 +391,13 @@ def check_batch_size(task, arch: str, batch_size: int, epochs: int) -> None:
         raise UserError(f"--batch-size {batch_size} is larger than the {task.n_train} training examples")
 
 
-def stopped(stop: StepStop, framework: str, arch: str, out: Path, epoch: int, steps: int, history: list) -> RunStopped:
+def stopped(stop: StepStop, t: Training, epoch: int) -> RunStopped:
     """The one-line message and exit status of a run that stopped early; the last complete epoch's checkpoint stays."""
+    run, steps = t.run, num_batches(t.task.n_train, t.run.batch_size)
     at = f"epoch {epoch}, step {stop.step} of {steps}" if stop.step else f"the end of epoch {epoch - 1}"
-    if history:
-        kept = f"the checkpoint of epoch {history[-1]['epoch']} is in {out / 'checkpoint'}"
-        hint = f"; resume with: python -m {framework}_impl.train {arch} --resume {out}"
+    if t.history:
+        kept = f"the checkpoint of epoch {t.history[-1]['epoch']} is in {run.out / 'checkpoint'}"
+        hint = f"; resume with: python -m {run.framework}_impl.train {run.arch} --resume {run.out}"
     else:
         kept, hint = "no epoch was complete, nothing was written", ""
     if stop.signum is not None:
@@ -364,22 +425,22 @@ class PictureSchedule:
             self.drawing_s += time.perf_counter() - start
 
 
-def write_outputs(out: Path, backend, model, spec, task, inference, config: dict, history: list, last: dict, title: str,
-                  pictures: PictureSchedule | None = None) -> dict:
+def write_outputs(t: Training, last: dict, pictures: PictureSchedule | None = None) -> dict:
     """The run folder as a user reads it, after every epoch: weights, pictures (as `pictures` schedules them), metrics.json last."""
-    backend.save_model(model, out / "weights.safetensors", spec)
-    draw = lambda: task.save_pictures(out, inference, title)  # noqa: E731
+    out = t.run.out
+    t.backend.save_model(t.model, out / "weights.safetensors", t.task.weights_spec())
+    draw = lambda: t.task.save_pictures(out, t.inference, f"{t.run.name}, {last['epoch']} epochs")  # noqa: E731
     if pictures is None:
         draw()
     else:
-        pictures.draw(draw, last["epoch"] == config["epochs"])
+        pictures.draw(draw, last["epoch"] == t.run.epochs)
     final = {k: v for k, v in last.items() if k not in TIMING_KEYS}
-    metrics = {"config": config, "epochs": history, "final": final, "finished": final["epoch"] == config["epochs"]}
+    metrics = {"config": t.config, "epochs": t.history, "final": final, "finished": final["epoch"] == t.run.epochs}
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total: int, epochs: int, signals: StopSignals) -> dict[str, float]:
+def run_epoch(t: Training, epoch: int, signals: StopSignals) -> dict[str, float]:
     """One pass over the training set; returns the mean training loss (each of them, for a step with several).
 
     A step returns one loss, or a vector of `task.loss_names` (the GAN: the
@@ -387,15 +448,17 @@ def run_epoch(task, step, backend, seed: int, epoch: int, batch_size: int, total
     Each loss is checked once the next step is queued (so that the device
     never waits on the host); StepStop on a non-finite one, or on a signal.
     """
-    noise_rng = np.random.default_rng([seed, epoch, 1])
+    run, task, backend = t.run, t.task, t.backend
+    noise_rng = np.random.default_rng([run.seed, epoch, 1])
     losses: list[np.ndarray] = []
     pending = None
+    total = num_batches(task.n_train, run.batch_size)
     bar = tqdm(
-        batch_indices(task.n_train, batch_size, seed, epoch), total=total, disable=not backend.parallel.writer,
-        desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=0.5, file=sys.stderr,
+        batch_indices(task.n_train, run.batch_size, run.seed, epoch), total=total, disable=not backend.parallel.writer,
+        desc=f"epoch {epoch}/{run.epochs}", leave=False, mininterval=0.5, file=sys.stderr,
     )
     for i, idx in enumerate(bar, start=1):
-        loss = step(*backend.put_batch(task.train_batch(idx, noise_rng)))  # a data-parallel step takes its slice
+        loss = t.step(*backend.put_batch(task.train_batch(idx, noise_rng)))  # a data-parallel step takes its slice
         if pending is not None:
             check_finite(losses, backend.to_numpy(pending), i - 1)
         pending = loss

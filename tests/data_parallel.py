@@ -112,7 +112,7 @@ def torch_case(case: str, weights: Path, batches, parallel: Parallel | None, dty
     from torch_impl.weights import state_dict_from_model
 
     arch, variant, _ = parse(case)
-    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel, precision)
+    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel, precision, variant=variant)
     lr, batches = trajectory_lr(case), [in_dtype(b, dtype) for b in batches]
 
     def new_model():
@@ -124,12 +124,12 @@ def torch_case(case: str, weights: Path, batches, parallel: Parallel | None, dty
     recorders = [TorchRecorder(o, names, recorded) for o in optimizers_of(optimizer).values()]
     recorder = recorders[0] if isinstance(optimizer, torch.optim.Optimizer) else type(optimizer)(
         *[recorders.pop(0) if o is not None else None for o in optimizer])
-    out = {"grad_losses": backend.to_numpy(backend.compile_step(model, recorder, task.train_step(backend.arch), networks=task.networks)(
+    out = {"grad_losses": backend.to_numpy(backend.compile_step(model, recorder)(
         *backend.put_batch(batches[0])))}
     out.update({f"grad.{i}.{name}": g for i, grads in enumerate(recorded) for name, g in grads.items()})
 
     model = new_model()
-    step = backend.compile_step(model, backend.make_optimizer(model, lr), task.train_step(backend.arch), networks=task.networks)
+    step = backend.compile_step(model, backend.make_optimizer(model, lr))
     out["losses"] = np.stack([np.atleast_1d(backend.to_numpy(step(*backend.put_batch(b)))) for b in batches[1:]])
     out.update({f"param.{k}": v for k, v in state_dict_from_model(model).items()})
     return out
@@ -151,7 +151,7 @@ def jax_case(case: str, weights: Path, batches, sharded: bool, dtype: str = "flo
 
     arch, variant, batchnorm = parse(case)
     parallel = Parallel(replicas=REPLICAS, batchnorm=batchnorm) if sharded else None
-    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel, precision)
+    task, backend = benchmark_task(arch, variant), Backend(arch, "cpu", parallel, precision, variant=variant)
     lr, batches = trajectory_lr(case), [in_dtype(b, dtype) for b in batches]
 
     def new_model():
@@ -184,7 +184,7 @@ def jax_case(case: str, weights: Path, batches, sharded: bool, dtype: str = "flo
         recorded: list = []
         recorder = Recorder(merged, recorded)
         stand_in = recorder if isinstance(optimizer, nnx.Optimizer) else type(optimizer)(*[recorder if o is not None else None for o in optimizer])
-        return task.train_step(backend.arch)(merged, stand_in, *batch), recorded
+        return backend.train_step(merged, stand_in, *batch), recorded
 
     if sharded:
         state = jax.tree.map(lambda a: backend.sharding.put(a, backend.sharding.replicated), state)
@@ -196,7 +196,7 @@ def jax_case(case: str, weights: Path, batches, sharded: bool, dtype: str = "flo
         out.update({f"grad.{i}.{prefix + '.' if prefix else ''}{k}": v for k, v in state_dict_from_grads(network, grads).items()})
 
     model = new_model()
-    step = backend.compile_step(model, backend.make_optimizer(model, lr), task.train_step(backend.arch))
+    step = backend.compile_step(model, backend.make_optimizer(model, lr))
     out["losses"] = np.stack([np.atleast_1d(backend.to_numpy(step(*backend.put_batch(b)))) for b in batches[1:]])
     step.write_back()
     out.update({f"param.{k}": v for k, v in state_dict_from_model(model).items()})

@@ -244,8 +244,7 @@ def train_mode_logits(framework: str, seed: int, weights: Path, x: np.ndarray) -
     from shared.weights import WeightsSpec
 
     backend = importlib.import_module(f"{framework}_impl.training").Backend("cnn", "cpu")
-    model = backend.init_model(seed, weights, WeightsSpec("cnn", "default"))
-    backend.seed_dropout(seed)
+    model = backend.init_model(seed, weights, WeightsSpec("cnn", "default"))  # the dropout streams too
     model.train()
     logits = backend.arch.eval_outputs(model, backend.to_device(x))["logits"]
     return backend.to_numpy(logits.detach() if framework == "torch" else logits)

@@ -135,10 +135,10 @@ def test_steps_and_inference_functions_return_what_the_contract_says(arch, varia
     batch = small_batch(task, 4)
     outputs = {}
     for framework in FRAMEWORKS:
-        backend = importlib.import_module(f"{framework}_impl.training").Backend(arch, "cpu")
+        backend = importlib.import_module(f"{framework}_impl.training").Backend(arch, "cpu", variant=variant)
         model = backend.init_model(0, **task.model_kwargs)
         optimizer = backend.make_optimizer(model, task.hp.lr)
-        step, args = task.train_step(backend.arch), (model, optimizer, *map(backend.to_device, batch))
+        step, args = backend.train_step, (model, optimizer, *map(backend.to_device, batch))
         if framework == "torch":
             loss = step(*args)
         else:  # traced only: an eager JAX step compiles every primitive on its own (30 s for the GAN here)
@@ -209,3 +209,17 @@ def test_jax_models_from_a_weights_file_equal_eager_initialisation_then_loading(
     for (path_, a), (_, b) in zip(fast_leaves, eager_leaves):
         assert isinstance(a.get_value(), jax.Array), f"{path_} is {type(a.get_value()).__name__}"
         np.testing.assert_array_equal(unwrap(a.get_value()), unwrap(b.get_value()), err_msg=str(path_))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_each_variant_trains_with_its_own_step_where_it_has_one(framework):
+    """train_step_of: the AAE's three variants and the RNN's per-name form have steps of their own, every other variant
+    trains with train_step; and no module defines a train_step_<x> for an x that is not one of its variants (a typo would
+    otherwise train the variant with the default step, silently)."""
+    expected = {("aae", v): f"train_step_{v}" for v in HPARAMS["aae"]} | {("rnn", "per-name"): "train_step_per_name"}
+    for arch, variant in CONFIGS:
+        backend = importlib.import_module(f"{framework}_impl.training").Backend(arch, "cpu", variant=variant)
+        assert backend.train_step.__name__ == expected.get((arch, variant), "train_step"), f"{framework} {label(arch, variant)}"
+    for arch in HPARAMS:
+        own = {name.removeprefix("train_step_") for name in vars(module(framework, arch)) if name.startswith("train_step_")}
+        assert own <= {v.replace("-", "_") for v in HPARAMS[arch]}, f"{framework}_impl/{arch}.py: {sorted(own)}"

@@ -22,6 +22,13 @@ from torch import nn
 from shared.distributed import Parallel, bounded_wait, check_devices, cpu_count
 from shared.errors import UserError
 
+# The parts of a model its step calls by name, which DDP wraps one by one (replicated), each with whether a phase uses
+# only part of it (then DDP must look for the unused parameters); an architecture not listed: the model itself is wrapped.
+DDP_NETWORKS: dict[str, dict[str, bool]] = {
+    "gan": {"generator": False, "discriminator": False},
+    "aae": {"encoder": True, "decoder": False, "discriminator": False, "discriminator_cat": False},  # classification: not Q's z head
+    "rnn": {"hid_fc": False, "out_fc": False},  # the batched step calls the cell's two layers, not the cell
+}
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)  # a collective's wait (process 0 evaluates while the others wait for the next step)
 
 
@@ -92,7 +99,7 @@ class DistributedDataParallel(nn.parallel.DistributedDataParallel):
 
 
 def replicated(model: nn.Module, networks: dict[str, bool], parallel: Parallel) -> nn.Module:
-    """The model as a data-parallel step sees it: each of its `networks` (Task.networks; the model itself if none) wrapped in DDP.
+    """The model as a data-parallel step sees it: each of its `networks` (DDP_NETWORKS; the model itself if none) wrapped in DDP.
 
     DDP averages a network's gradients only when its forward runs through the
     wrapper, so a model whose step calls its parts (the GAN's generator and

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from shared import contract
-from shared.contract import GPU_MODES, check_precision
+from shared.contract import GPU_MODES, check_precision, train_step_of
 from shared.distributed import Parallel, replica_slice
 from shared.errors import UserError
+from shared.hparams import variants
 from shared.machine import cpu_name
 from shared.weights import StateDict, WeightsError, WeightsSpec
 from torch_impl import distributed
@@ -177,9 +178,11 @@ class Backend:
     modes = MODES
     data_parallel_mode = DATA_PARALLEL_MODE
 
-    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32"):
+    def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32",
+                 variant: str | None = None):
         self.arch_name = arch
         self.arch = importlib.import_module(f"torch_impl.{arch}")
+        self.train_step = train_step_of(self.arch, variant or variants(arch)[0])
         self.parallel = parallel or Parallel()
         self.precision = check_precision(precision)
         self.device = select_device(device)
@@ -199,11 +202,12 @@ class Backend:
         model = self.arch.init_model(seed, **model_kwargs).to(self.device)
         if init is not None:
             load_model(model, init, expected)
+        self.seed_dropout(seed)
         return model
 
     def seed_dropout(self, seed: int) -> None:
         """Seed torch's global generator, which nn.Dropout draws its masks from, from the run's seed (and the process's rank:
-        each process draws the masks of its own slice)."""
+        each process draws the masks of its own slice). JAX's models hold their own dropout keys."""
         stream = [seed, DROPOUT_STREAM] + ([self.parallel.rank] if self.parallel.processes > 1 else [])
         torch.manual_seed(int(np.random.SeedSequence(stream).generate_state(1, np.uint64)[0]))
 
@@ -245,9 +249,10 @@ class Backend:
     def make_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return self.arch.make_optimizer(model, lr)
 
-    def compile_step(self, model, optimizer, step: Callable, mode: str | None = None, networks: dict[str, bool] | None = None) -> CompiledStep:
+    def compile_step(self, model, optimizer, mode: str | None = None, step: Callable | None = None) -> CompiledStep:
         default = DATA_PARALLEL_MODE if self.parallel.processes > 1 else MODES[0]
-        return CompiledStep(step, model, optimizer, mode or default, self.parallel, networks, self.precision)
+        networks = distributed.DDP_NETWORKS.get(self.arch_name, {})
+        return CompiledStep(step or self.train_step, model, optimizer, mode or default, self.parallel, networks, self.precision)
 
     def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
         return CompiledInference(fn, model, mode or MODES[0], self.precision)
