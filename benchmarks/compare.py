@@ -7,6 +7,11 @@
     python benchmarks/compare.py --precision float32 bfloat16   # every row in both precisions, bfloat16 / float32 by round
     python benchmarks/compare.py --diff OLD/results.json NEW/results.json
 
+The project installed (pip install -e ., the README's set-up), it runs as
+above; from the repository root, `python -m benchmarks.compare ...` runs it
+from the source tree without installing it. Its processes start likewise,
+as python -m in the repository root, so they import the driver's own tree.
+
 Each configuration (architecture, variant, task, framework, mode, batch size)
 runs in its own process (benchmarks/worker.py, JSON lines in and out), which loads and compiles once
 and serves all its rounds. The processes of one architecture and batch size
@@ -34,17 +39,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks import report  # noqa: E402
-from shared.contract import DATA_PARALLEL_MODES, GPU_MODES, MODES, PRECISIONS, SCAN_MODE  # noqa: E402
-from shared.distributed import check_data_parallel  # noqa: E402
-from shared.errors import UserError, run_cli  # noqa: E402
-from shared.hparams import HPARAMS, label, variants  # noqa: E402
-from shared.machine import cpu_details, cpu_name, source_commit  # noqa: E402
-from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, prepare_out_dir, seed_int, write_json  # noqa: E402
+from benchmarks import report
+from shared.contract import DATA_PARALLEL_MODES, GPU_MODES, MODES, PRECISIONS, SCAN_MODE
+from shared.distributed import check_data_parallel
+from shared.errors import UserError, run_cli
+from shared.hparams import HPARAMS, label, variants
+from shared.machine import cpu_details, cpu_name, source_commit
+from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, prepare_out_dir, seed_int, write_json
 
 SCHEMA_VERSION = 2  # rows without a precision (written before it was a column) are float32
 TRAIN_MODES = (SCAN_MODE,)  # K training steps in one call: training rows only
@@ -279,7 +282,7 @@ class ForkServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.worker", "--fork-server", framework, str(args.threads), str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-            env=worker_env(framework, xla_flags(args), tmp), cwd=ROOT,
+            env=worker_env(framework, xla_flags(args), tmp), cwd=ROOT,  # -m: the tree at cwd comes first on the worker's path
         )
         theirs.close()
         self.framework = framework

@@ -1,13 +1,16 @@
 """One prepared GPU check: the environment, the parity tests on the GPU, the benchmark in every precision, within a time budget.
 
-    python benchmarks/gpu_check.py                   # on a GPU machine: 8 minutes at most, results in results/gpu-check
-    python benchmarks/gpu_check.py --dry-run         # anywhere: every step checked, nothing run on a GPU
-    python benchmarks/gpu_check.py --out DIR --budget-s 600
+    python -m benchmarks.gpu_check                   # on a GPU machine: 8 minutes at most, results in results/gpu-check
+    python -m benchmarks.gpu_check --dry-run         # anywhere: every step checked, nothing run on a GPU
+    python -m benchmarks.gpu_check --out DIR --budget-s 600
 
-It runs the project from this source tree with the torch and JAX it finds
-(a GPU image's own CUDA builds, whatever their versions) and installs
-nothing: a missing dependency is reported with how to bring it to an offline
-machine. The benchmark runs twice, the GPU table first: every architecture,
+It runs the project from this source tree, which need not be installed (run
+from the repository root as above; python benchmarks/gpu_check.py only where
+the project is installed), with the torch and JAX it finds (a GPU image's own
+CUDA builds, whatever their versions), and installs nothing: a missing
+dependency is reported with how to bring it to an offline machine. Its steps
+run from the repository root too, compare.py as python -m benchmarks.compare.
+The benchmark runs twice, the GPU table first: every architecture,
 both tasks and precisions in each framework's plain mode (torch-eager,
 jax-jit), then the compiled and overhead-free modes (torch-compile and its
 CUDA graphs, jax-jit and jax-scan), whose compilations take most of the time.
@@ -42,12 +45,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+try:
+    from shared.errors import EXIT_USER_ERROR, UserError, run_cli
+    from shared.trainer import positive_float
+except ModuleNotFoundError as e:  # python benchmarks/gpu_check.py where the project is not installed
+    if e.name != "shared":
+        raise
+    print("error: the project is not installed here: run the check from the repository root as python -m benchmarks.gpu_check", file=sys.stderr)
+    raise SystemExit(2) from None
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from shared.errors import EXIT_USER_ERROR, UserError, run_cli  # noqa: E402
-from shared.trainer import positive_float  # noqa: E402
-
 PYPROJECT = ROOT / "pyproject.toml"
 DEFAULT_OUT = Path("results") / "gpu-check"
 DEFAULT_BUDGET_S = 480.0  # 8 minutes of one GPU
@@ -221,7 +228,8 @@ def benchmark_argv(compare, out: str, modes: list[str]) -> list[str]:
 
 
 def benchmark_command(argv: list[str]) -> list[str]:
-    return [sys.executable, "benchmarks/compare.py", *argv]
+    """compare.py as the tree's module, from the repository root (the steps' cwd): it needs the project installed only as a file."""
+    return [sys.executable, "-m", "benchmarks.compare", *argv]
 
 
 def plan_benchmark(compare, argv: list[str]) -> list[dict]:
@@ -569,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
             stop(failures)
         say("dry run: every check passed")
         return
-    status = check(args.out, args.budget_s, shown([sys.executable, "benchmarks/gpu_check.py", *argv]))
+    status = check(args.out, args.budget_s, shown([sys.executable, "-m", "benchmarks.gpu_check", *argv]))
     if status:
         raise SystemExit(status)
 

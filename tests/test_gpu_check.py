@@ -72,14 +72,14 @@ def test_pytest_device_gpu_names_jax_when_only_jax_sees_no_gpu(tmp_path):
 # ---------------------------------------------------------------- the dry run
 def test_dry_run_passes_here_and_prints_the_gpu_commands(tmp_path):
     out = tmp_path / "check"
-    proc = run("benchmarks/gpu_check.py", "--dry-run", "--out", str(out))
+    proc = run("-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out))  # from the repository root, as on an uninstalled GPU machine
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     pytest_line = next(line for line in lines if " -m pytest " in line)
     for path in sorted(REPO_ROOT.glob("tests/test_parity_*.py")):
         assert str(path.relative_to(REPO_ROOT)) in pytest_line
     assert "--device gpu" in pytest_line and "XLA_PYTHON_CLIENT_PREALLOCATE=false" in pytest_line and "--junitxml" in pytest_line
-    table, overhead_free = (line for line in lines if "benchmarks/compare.py" in line)  # the table first, then the other modes
+    table, overhead_free = (line for line in lines if " -m benchmarks.compare " in line)  # the table first, then the other modes
     assert {"float32", "bfloat16"} <= set(compare.PRECISIONS)
     for line in (table, overhead_free):
         assert "--device gpu" in line and f"--precision {' '.join(compare.PRECISIONS)} " in line
@@ -176,7 +176,7 @@ def test_the_configurations_left_unmeasured_and_the_resume_command():
     rows = [{**configs[0], "step_ms_median": 1.0}, {**configs[2], "step_ms_median": 2.0}]
     missing = gpu_check.unmeasured(configs, rows, row_key)
     assert missing == [configs[1], configs[3]]
-    resume = "python benchmarks/compare.py --device gpu --resume"
+    resume = "python -m benchmarks.compare --device gpu --resume"
     lines = gpu_check.benchmark_lines(["| the table |"], len(configs), missing, KEY, False, resume)
     text = "\n".join(lines)
     assert lines[0] == "2 of 4 configurations measured." and "| the table |" in lines
@@ -211,14 +211,14 @@ def test_the_summary_holds_the_gpu_versions_steps_and_tables():
     env = {"date": "2026-12-06 10:00 UTC", "python": "3.12.3", "versions": {"torch": "2.9.0", "jax": "0.7.1"},
            "torch_cuda": {"device": "NVIDIA H100 80GB HBM3", "cuda_version": "12.8"}, "jax_gpu": {"device_kind": "NVIDIA H100 80GB HBM3"}}
     parity = gpu_check.StepResult(["python", "-m", "pytest"], 170.0, wall_s=150.4, returncode=1)
-    bench = gpu_check.StepResult(["python", "benchmarks/compare.py"], 250.0, wall_s=262.0, returncode=130, stopped=True)
-    steps = {"environment": ("probes", 12.0), "parity": ("python -m pytest", parity), "benchmark": ("python benchmarks/compare.py", bench)}
+    bench = gpu_check.StepResult(["python", "-m", "benchmarks.compare"], 250.0, wall_s=262.0, returncode=130, stopped=True)
+    steps = {"environment": ("probes", 12.0), "parity": ("python -m pytest", parity), "benchmark": ("python -m benchmarks.compare", bench)}
     counts = {"passed": 160, "failed": 1, "errors": 0, "skipped": 3, "failed_tests": ["tests.test_parity_gan::test_x"]}
-    text = gpu_check.summary_markdown(env, "python benchmarks/gpu_check.py", 440.0, 480.0, steps, counts,
+    text = gpu_check.summary_markdown(env, "python -m benchmarks.gpu_check", 440.0, 480.0, steps, counts,
                                       ["## Benchmark", "", "3 of 9 configurations measured."])
     for expected in ("torch: NVIDIA H100 80GB HBM3 (CUDA 12.8); JAX: NVIDIA H100 80GB HBM3", "Python 3.12.3, torch 2.9.0, jax 0.7.1",
                      "440 s of its 480 s budget", "| environment | probes | 12 s | finished |",
                      "| parity | `python -m pytest` | 150 s | exit status 1 |",
-                     "| benchmark | `python benchmarks/compare.py` | 262 s | stopped at its deadline (250 s) by SIGINT, exit status 130 |",
+                     "| benchmark | `python -m benchmarks.compare` | 262 s | stopped at its deadline (250 s) by SIGINT, exit status 130 |",
                      "160 passed, 1 failed, 0 errors, 3 skipped", "- `tests.test_parity_gan::test_x`", "## Benchmark\n\n3 of 9 configurations measured."):
         assert expected in text, expected
