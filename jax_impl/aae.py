@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import linear, widened
+from jax_impl.initializers import torch_bias_init, torch_kernel_init
 from shared.hparams import hparams, variants
 
 
@@ -44,10 +44,11 @@ class Encoder(nnx.Module):
     """Q: x (B, 784) -> (z (B, z_dim), class logits (B, 10)); no class logits (None) unless `categorical`."""
 
     def __init__(self, hp, dropout: float, categorical: bool = False, *, rngs: nnx.Rngs):
-        self.lin1 = linear(hp.input_dim, hp.hidden_dim, rngs=rngs)
-        self.lin2 = linear(hp.hidden_dim, hp.hidden_dim, rngs=rngs)
-        self.lin3gauss = linear(hp.hidden_dim, hp.z_dim, rngs=rngs)
-        self.lin3cat = linear(hp.hidden_dim, hp.n_classes, rngs=rngs) if categorical else None
+        self.lin1 = nnx.Linear(hp.input_dim, hp.hidden_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.input_dim), rngs=rngs)
+        self.lin2 = nnx.Linear(hp.hidden_dim, hp.hidden_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
+        self.lin3gauss = nnx.Linear(hp.hidden_dim, hp.z_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
+        self.lin3cat = (nnx.Linear(hp.hidden_dim, hp.n_classes, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
+                        if categorical else None)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x):
@@ -61,9 +62,10 @@ class Decoder(nnx.Module):
     """P: z (B, z_dim), and if `conditioned` a categorical code y (B, 10) put first, -> pixel logits (B, 784)."""
 
     def __init__(self, hp, dropout: float, conditioned: bool = False, *, rngs: nnx.Rngs):
-        self.lin1 = linear(hp.z_dim + (hp.n_classes if conditioned else 0), hp.hidden_dim, rngs=rngs)
-        self.lin2 = linear(hp.hidden_dim, hp.hidden_dim, rngs=rngs)
-        self.lin3 = linear(hp.hidden_dim, hp.input_dim, rngs=rngs)
+        d_in = hp.z_dim + (hp.n_classes if conditioned else 0)
+        self.lin1 = nnx.Linear(d_in, hp.hidden_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d_in), rngs=rngs)
+        self.lin2 = nnx.Linear(hp.hidden_dim, hp.hidden_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
+        self.lin3 = nnx.Linear(hp.hidden_dim, hp.input_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, z, y=None):
@@ -77,9 +79,9 @@ class Discriminator(nnx.Module):
     """D: a code (B, in_dim) -> one logit per example (B,), high for prior samples."""
 
     def __init__(self, in_dim: int, hp, dropout: float, *, rngs: nnx.Rngs):
-        self.lin1 = linear(in_dim, hp.hidden_dim, rngs=rngs)
-        self.lin2 = linear(hp.hidden_dim, hp.hidden_dim, rngs=rngs)
-        self.lin3 = linear(hp.hidden_dim, 1, rngs=rngs)
+        self.lin1 = nnx.Linear(in_dim, hp.hidden_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_dim), rngs=rngs)
+        self.lin2 = nnx.Linear(hp.hidden_dim, hp.hidden_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
+        self.lin3 = nnx.Linear(hp.hidden_dim, 1, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x):
@@ -130,7 +132,7 @@ def _decoder_code(y, class_logits):
 def reconstruction_loss(encoder: Encoder, decoder: Decoder, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
     """BCE(P(Q(x)), x) from logits, a mean over the batch and the pixels; y: the supervised variant's one-hot labels."""
     z, class_logits = encoder(x)
-    logits = widened(decoder(z, _decoder_code(y, class_logits)))
+    logits = decoder(z, _decoder_code(y, class_logits))
     return jnp.mean(jax.nn.softplus(logits) - x * logits)  # one softplus per pixel (see jax_impl/vae_mlp.py)
 
 
@@ -151,7 +153,7 @@ def generator_loss(encoder: Encoder, discriminator: Discriminator, x: jax.Array,
 def classification_loss(encoder: Encoder, x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean cross-entropy of Q's class logits against the integer labels (the source: of softmax outputs)."""
     _, class_logits = encoder(x)
-    return optax.softmax_cross_entropy_with_integer_labels(widened(class_logits), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(class_logits, y).mean()
 
 
 def _adam(module: nnx.Module, lr: float) -> nnx.Optimizer:

@@ -18,19 +18,20 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import center_crop, conv, conv_transpose, linear, max_pool2, widened
+from jax_impl.initializers import torch_bias_init, torch_kernel_init, torch_transpose_kernel_init
+from jax_impl.layers import ConvTransposeByPhases, center_crop, max_pool2
 from shared.hparams import AUTOENCODER as HP
 
 
 class Autoencoder(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
         d_in, h1, h2, code = hp.sizes
-        self.encoder1 = linear(d_in, h1, rngs=rngs)
-        self.encoder2 = linear(h1, h2, rngs=rngs)
-        self.encoder3 = linear(h2, code, rngs=rngs)
-        self.decoder1 = linear(code, h2, rngs=rngs)
-        self.decoder2 = linear(h2, h1, rngs=rngs)
-        self.decoder3 = linear(h1, d_in, rngs=rngs)
+        self.encoder1 = nnx.Linear(d_in, h1, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d_in), rngs=rngs)
+        self.encoder2 = nnx.Linear(h1, h2, kernel_init=torch_kernel_init, bias_init=torch_bias_init(h1), rngs=rngs)
+        self.encoder3 = nnx.Linear(h2, code, kernel_init=torch_kernel_init, bias_init=torch_bias_init(h2), rngs=rngs)
+        self.decoder1 = nnx.Linear(code, h2, kernel_init=torch_kernel_init, bias_init=torch_bias_init(code), rngs=rngs)
+        self.decoder2 = nnx.Linear(h2, h1, kernel_init=torch_kernel_init, bias_init=torch_bias_init(h2), rngs=rngs)
+        self.decoder3 = nnx.Linear(h1, d_in, kernel_init=torch_kernel_init, bias_init=torch_bias_init(h1), rngs=rngs)
 
     def __call__(self, x):
         x = jax.nn.relu(self.encoder1(x))
@@ -44,10 +45,12 @@ class Autoencoder(nnx.Module):
 class ConvAutoencoder(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
         c_in, c1, c2 = hp.channels
-        self.conv1 = conv(c_in, c1, 3, padding=1, rngs=rngs)
-        self.conv2 = conv(c1, c2, 3, padding=1, rngs=rngs)
-        self.deconv1 = conv_transpose(c2, c1, 3, stride=2, rngs=rngs)
-        self.deconv2 = conv_transpose(c1, c_in, 3, stride=2, padding=1, rngs=rngs)
+        self.conv1 = nnx.Conv(c_in, c1, (3, 3), padding=((1, 1), (1, 1)), kernel_init=torch_kernel_init, bias_init=torch_bias_init(c_in * 3 * 3), rngs=rngs)
+        self.conv2 = nnx.Conv(c1, c2, (3, 3), padding=((1, 1), (1, 1)), kernel_init=torch_kernel_init, bias_init=torch_bias_init(c1 * 3 * 3), rngs=rngs)
+        self.deconv1 = ConvTransposeByPhases(c2, c1, (3, 3), strides=(2, 2), padding=((2, 2), (2, 2)),  # torch's padding=0 is k - 1 - 0 zeros a side
+                                             kernel_init=torch_transpose_kernel_init, bias_init=torch_bias_init(c1 * 3 * 3), rngs=rngs)
+        self.deconv2 = ConvTransposeByPhases(c1, c_in, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),  # torch's padding=1 is k - 1 - 1 zeros a side
+                                             kernel_init=torch_transpose_kernel_init, bias_init=torch_bias_init(c_in * 3 * 3), rngs=rngs)
 
     def __call__(self, x):
         x = x.reshape(-1, 28, 28, 1)  # NHWC, flax's layout
@@ -70,7 +73,7 @@ def init_model(seed: int, variant: str = "mlp") -> Autoencoder | ConvAutoencoder
 
 def loss_fn(model: Autoencoder | ConvAutoencoder, x: jax.Array) -> jax.Array:
     """Binary cross-entropy of the reconstruction, from logits, averaged over the batch and the pixels (nn.BCELoss())."""
-    logits = widened(model(x))
+    logits = model(x)
     return jnp.mean(jax.nn.softplus(logits) - x * logits)  # one softplus per pixel (see jax_impl/vae_mlp.py)
 
 

@@ -13,7 +13,8 @@ import jax
 import optax
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, conv, linear, max_pool2, widened
+from jax_impl.initializers import torch_bias_init, torch_kernel_init
+from jax_impl.layers import BatchNorm, max_pool2
 from shared.hparams import CNN as HP
 
 
@@ -21,16 +22,16 @@ class CNN(nnx.Module):
     def __init__(self, hp=HP, dropout: float | None = None, *, rngs: nnx.Rngs):
         """`dropout` replaces hp.dropout (the benchmark and the parity tests pass 0)."""
         c_in, c1, c2, c3 = hp.channels
-        self.conv1 = conv(c_in, c1, 1, use_bias=False, rngs=rngs)
+        self.conv1 = nnx.Conv(c_in, c1, (1, 1), padding=((0, 0), (0, 0)), use_bias=False, kernel_init=torch_kernel_init, rngs=rngs)
         self.bn1 = BatchNorm(c1, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.conv2 = conv(c1, c2, 3, padding=1, use_bias=False, rngs=rngs)
+        self.conv2 = nnx.Conv(c1, c2, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=torch_kernel_init, rngs=rngs)
         self.bn2 = BatchNorm(c2, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.conv3 = conv(c2, c3, 3, padding=1, use_bias=False, rngs=rngs)
+        self.conv3 = nnx.Conv(c2, c3, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=torch_kernel_init, rngs=rngs)
         self.bn3 = BatchNorm(c3, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.fc1 = linear(c3 * 7 * 7, hp.hidden_dim, use_bias=False, rngs=rngs)  # 28x28 -> 14x14 -> 7x7 after two pools
+        self.fc1 = nnx.Linear(c3 * 7 * 7, hp.hidden_dim, use_bias=False, kernel_init=torch_kernel_init, rngs=rngs)  # 28x28 -> 14x14 -> 7x7 after two pools
         self.bn4 = BatchNorm(hp.hidden_dim, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
         self.dropout = nnx.Dropout(hp.dropout if dropout is None else dropout, rngs=rngs)
-        self.out = linear(hp.hidden_dim, hp.num_classes, rngs=rngs)
+        self.out = nnx.Linear(hp.hidden_dim, hp.num_classes, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.hidden_dim), rngs=rngs)
 
     def __call__(self, x):
         x = x.reshape(-1, 28, 28, 1)  # NHWC, flax's layout
@@ -54,7 +55,7 @@ def init_model(seed: int, dropout: float | None = None) -> CNN:
 
 def loss_fn(model: CNN, x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean cross-entropy of the logits against the integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(widened(model(x)), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
 
 def make_optimizer(model: CNN, lr: float = HP.lr) -> nnx.Optimizer:

@@ -27,19 +27,21 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, conv, conv_transpose, widened
+from jax_impl.layers import BatchNorm, ConvTransposeByPhases
 from shared.hparams import GAN as HP
 
 
 class Generator(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
         c1, c2, c3 = hp.generator_channels
-        init = nnx.initializers.normal(hp.init_std)  # DCGAN's N(0, 0.02) weights
-        self.deconv1 = conv_transpose(hp.latent_dim, c1, 7, use_bias=False, kernel_init=init, rngs=rngs)  # 1x1 -> 7x7
-        self.bn1 = _dcgan_batchnorm(c1, hp, rngs=rngs)
-        self.deconv2 = conv_transpose(c1, c2, 4, stride=2, padding=1, use_bias=False, kernel_init=init, rngs=rngs)  # 7x7 -> 14x14
-        self.bn2 = _dcgan_batchnorm(c2, hp, rngs=rngs)
-        self.deconv3 = conv_transpose(c2, c3, 4, stride=2, padding=1, use_bias=False, kernel_init=init, rngs=rngs)  # 14x14 -> 28x28
+        self.deconv1 = nnx.ConvTranspose(hp.latent_dim, c1, (7, 7), padding=((6, 6), (6, 6)),  # torch's padding=0 is k - 1 - 0 zeros a side
+                                         use_bias=False, rngs=rngs)  # 1x1 -> 7x7
+        self.bn1 = BatchNorm(c1, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
+        self.deconv2 = ConvTransposeByPhases(c1, c2, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),  # torch's padding=1 is k - 1 - 1 zeros a side
+                                             use_bias=False, rngs=rngs)  # 7x7 -> 14x14
+        self.bn2 = BatchNorm(c2, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
+        self.deconv3 = ConvTransposeByPhases(c2, c3, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),  # torch's padding=1 is k - 1 - 1 zeros a side
+                                             use_bias=False, rngs=rngs)  # 14x14 -> 28x28
 
     def __call__(self, z):
         x = z.reshape(len(z), 1, 1, -1)  # a 1x1 image with latent_dim channels, NHWC
@@ -51,11 +53,10 @@ class Generator(nnx.Module):
 class Discriminator(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
         c_in, c1, c2 = hp.discriminator_channels
-        init = nnx.initializers.normal(hp.init_std)  # DCGAN's N(0, 0.02) weights
-        self.conv1 = conv(c_in, c1, 4, stride=2, padding=1, use_bias=False, kernel_init=init, rngs=rngs)  # 28x28 -> 14x14
-        self.conv2 = conv(c1, c2, 4, stride=2, padding=1, use_bias=False, kernel_init=init, rngs=rngs)  # 14x14 -> 7x7
-        self.bn2 = _dcgan_batchnorm(c2, hp, rngs=rngs)
-        self.conv3 = conv(c2, 1, 7, use_bias=False, kernel_init=init, rngs=rngs)  # 7x7 -> 1x1
+        self.conv1 = nnx.Conv(c_in, c1, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False, rngs=rngs)  # 28x28 -> 14x14
+        self.conv2 = nnx.Conv(c1, c2, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False, rngs=rngs)  # 14x14 -> 7x7
+        self.bn2 = BatchNorm(c2, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
+        self.conv3 = nnx.Conv(c2, 1, (7, 7), padding=((0, 0), (0, 0)), use_bias=False, rngs=rngs)  # 7x7 -> 1x1
         self.slope = hp.leaky_relu_slope
 
     def __call__(self, x):
@@ -70,6 +71,8 @@ class GAN(nnx.Module):
         self.hp = hp
         self.generator = Generator(hp, rngs=rngs)
         self.discriminator = Discriminator(hp, rngs=rngs)
+        for _, module in nnx.iter_modules(self):  # every layer, as torch's self.apply
+            _dcgan_init(module, hp.init_std, rngs)
 
 
 class Optimizers(NamedTuple):
@@ -77,11 +80,13 @@ class Optimizers(NamedTuple):
     generator: nnx.Optimizer
 
 
-def _dcgan_batchnorm(num_features: int, hp, *, rngs: nnx.Rngs) -> BatchNorm:
-    """A BatchNorm with DCGAN's initialisation: scale ~ N(1, 0.02) drawn from `rngs`, bias 0."""
-    bn = BatchNorm(num_features, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-    bn.scale[...] = 1.0 + hp.init_std * jax.random.normal(rngs.params(), (num_features,))
-    return bn
+def _dcgan_init(module: nnx.Module, std: float, rngs: nnx.Rngs) -> None:
+    """DCGAN's initialisation, applied to every layer: weights ~ N(0, std), BatchNorm scale ~ N(1, std), bias 0."""
+    if isinstance(module, (nnx.Conv, nnx.ConvTranspose)):
+        module.kernel[...] = std * jax.random.normal(rngs.params(), module.kernel.shape)
+    elif isinstance(module, BatchNorm):
+        module.scale[...] = 1.0 + std * jax.random.normal(rngs.params(), module.scale.shape)
+        module.bias[...] = jnp.zeros_like(module.bias[...])
 
 
 def init_model(seed: int) -> GAN:
@@ -91,8 +96,8 @@ def init_model(seed: int) -> GAN:
 
 def discriminator_loss(discriminator: Discriminator, generator: Generator, x: jax.Array, z: jax.Array) -> jax.Array:
     """BCE(D(x), 1) + BCE(D(G(z)), 0), each a batch mean; no gradient into the generator."""
-    real = widened(discriminator(x))
-    fake = widened(discriminator(jax.lax.stop_gradient(generator(z))))
+    real = discriminator(x)
+    fake = discriminator(jax.lax.stop_gradient(generator(z)))
     return (
         optax.sigmoid_binary_cross_entropy(real, jnp.ones_like(real)).mean()
         + optax.sigmoid_binary_cross_entropy(fake, jnp.zeros_like(fake)).mean()
@@ -101,7 +106,7 @@ def discriminator_loss(discriminator: Discriminator, generator: Generator, x: ja
 
 def generator_loss(generator: Generator, discriminator: Discriminator, z: jax.Array) -> jax.Array:
     """BCE(D(G(z)), 1), a batch mean: the non-saturating -log D(G(z))."""
-    fake = widened(discriminator(generator(z)))
+    fake = discriminator(generator(z))
     return optax.sigmoid_binary_cross_entropy(fake, jnp.ones_like(fake)).mean()
 
 

@@ -1,115 +1,38 @@
-"""Flax NNX layers initialised, and computing, like their torch.nn counterparts.
+"""The layers whose behaviour differs from Flax NNX's own, and the bfloat16 switch (compute_in).
 
-Flax's defaults (LeCun-normal kernels, zero biases) differ from PyTorch's;
-using torch's scheme in both trees means a model trained from scratch in
-either framework starts from the same distribution of weights. BatchNorm
-is written here because nnx.BatchNorm's running variance is not torch's.
-The layers with weights compute in bfloat16 when asked (compute_in), as
-torch.autocast runs torch's.
+The models build nnx.Linear, nnx.Conv, nnx.ConvTranspose and nnx.Dropout
+directly (torch's initialisation from jax_impl/initializers.py). Here:
+BatchNorm, because nnx.BatchNorm's running variance is not torch's;
+max_pool2, nnx.max_pool's values with a gradient fast on XLA:CPU;
+ConvTransposeByPhases, nnx.ConvTranspose computed as matmuls on CPU when
+strided; center_crop, the source's helper (twin of torch_impl/layers.py's).
 """
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 
-def torch_uniform(bound: float):
-    """Initializer drawing from U(-bound, bound), torch's default for Linear and Conv."""
-
-    def init(key, shape, dtype=jax.numpy.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-class ComputeDtype:
-    """A layer with weights whose product runs in its `dtype` when one is set (compute_in), as torch.autocast runs it.
-
-    Flax's `dtype` casts the input, kernel and bias to it; the product then
-    accumulates in float32 (preferred_element_type) and the output returns to
-    `dtype`, what torch's bfloat16 linear and convolutions return. Asked for a
-    bfloat16 result directly, XLA:CPU takes a slow path (docs/benchmark.md#what-xlacpu-and-torch-do-here).
-    """
-
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        y = super().__call__(inputs)
-        return y if self.dtype is None else y.astype(self.dtype)
-
-
-class Linear(ComputeDtype, nnx.Linear):
-    pass
-
-
-class Conv(ComputeDtype, nnx.Conv):
-    pass
-
-
-def widened(x: jax.Array) -> jax.Array:
-    """x in float32, or as it is if wider (float64): what a loss reads, as torch.autocast runs torch's losses in float32."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
 def compute_in(model: nnx.Module, dtype) -> nnx.Module:
-    """Every Linear, Conv and ConvTranspose of `model` computes in `dtype` (None: float32, as its parameters); the model."""
-    for _, module in nnx.iter_graph(model):
-        if isinstance(module, ComputeDtype):
+    """Every nnx.Linear, nnx.Conv and nnx.ConvTranspose of `model` multiplies in `dtype` with float32 results (None: float32 throughout); the model.
+
+    Flax's own mixed-precision knobs, set once on the built model: `dtype`
+    rounds a layer's input, kernel and bias to bfloat16, and
+    `preferred_element_type` asks the product for its float32 accumulation,
+    which the layer returns (plus the bias): the next layer rounds its input
+    again. Asked for a bfloat16 result instead, XLA:CPU takes a slow path
+    (docs/benchmark.md#what-xlacpu-and-torch-do-here).
+    """
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (nnx.Linear, nnx.Conv, nnx.ConvTranspose)):
             module.dtype = dtype
             module.preferred_element_type = None if dtype is None else jnp.float32
     return model
 
 
-def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> Linear:
-    """nnx.Linear with torch.nn.Linear's init: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in))."""
-    bound = 1.0 / math.sqrt(in_features)
-    return Linear(
-        in_features,
-        out_features,
-        use_bias=use_bias,
-        kernel_init=torch_uniform(bound),
-        bias_init=torch_uniform(bound),
-        rngs=rngs,
-    )
-
-
-def conv(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    *,
-    rngs: nnx.Rngs,
-    stride: int = 1,
-    padding: int = 0,
-    use_bias: bool = True,
-    kernel_init=None,
-) -> Conv:
-    """A 2-d nnx.Conv (NHWC) with torch.nn.Conv2d's arguments and init.
-
-    Weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in =
-    in_channels * kernel_size**2 (torch's kaiming_uniform(a=sqrt(5)) works out
-    to this bound). The padding is explicit, `padding` zeros on every side as
-    in torch, never flax's default 'SAME'; and the kernel size is a pair: an
-    int alone would make nnx.Conv one-dimensional. `kernel_init` replaces
-    the weight's initializer (DCGAN draws N(0, 0.02)).
-    """
-    bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
-    return Conv(
-        in_channels,
-        out_channels,
-        (kernel_size, kernel_size),
-        strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        use_bias=use_bias,
-        kernel_init=kernel_init or torch_uniform(bound),
-        bias_init=torch_uniform(bound),
-        rngs=rngs,
-    )
-
-
-class ConvTranspose(ComputeDtype, nnx.ConvTranspose):
-    """nnx.ConvTranspose, computed on CPU as matmuls when the stride is above 1 (same parameters, same result).
+class ConvTransposeByPhases(nnx.ConvTranspose):
+    """nnx.ConvTranspose, computed on CPU as matmuls when the stride is above 1 (same arguments, parameters and result).
 
     XLA:CPU runs a strided transposed convolution's kernel gradient as a
     convolution over the zero-dilated input, slowly (docs/benchmark.md#what-xlacpu-and-torch-do-here).
@@ -117,7 +40,8 @@ class ConvTranspose(ComputeDtype, nnx.ConvTranspose):
     i = a + p mod s), each of the s*s phases is a sum of plain matmuls of
     shifted input windows, forward and backward, far faster on CPU
     (docs/results/earlier-cpu-runs.md#where-the-time-goes-on-the-zen-5). Other backends keep lax.conv_transpose.
-    Expects the explicit symmetric padding that conv_transpose() sets.
+    Takes a square kernel, equal strides and the explicit symmetric padding
+    k - 1 - p of torch's ConvTranspose2d(padding=p).
     """
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -125,12 +49,10 @@ class ConvTranspose(ComputeDtype, nnx.ConvTranspose):
         if jax.default_backend() != "cpu" or stride == 1:
             return super().__call__(inputs)
         padding = self.kernel_size[0] - 1 - self.padding[0][0]  # back to torch's padding
-        kernel = self.kernel[...]
-        if self.dtype is not None:
-            inputs, kernel = inputs.astype(self.dtype), kernel.astype(self.dtype)
-        y = conv_transpose_by_phases(inputs, kernel, stride, padding)
-        y = y if self.bias is None else y + self.bias[...].astype(kernel.dtype)
-        return y if self.dtype is None else y.astype(self.dtype)
+        bias = self.bias[...] if self.bias is not None else None
+        inputs, kernel, bias = self.promote_dtype((inputs, self.kernel[...], bias), dtype=self.dtype)  # as nnx.ConvTranspose
+        y = conv_transpose_by_phases(inputs, kernel, stride, padding)  # the float32 accumulation (float64 stays float64)
+        return y if bias is None else y + bias
 
 
 def _phases(k: int, stride: int, padding: int, n_out: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
@@ -156,7 +78,7 @@ def _window_padding(phases: list[tuple[int, int, list[tuple[int, int]]]], size: 
 def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
     """torch's conv_transpose2d(stride, padding) of NHWC `x` with nnx.ConvTranspose's (kh, kw, in, out) kernel, as matmuls.
 
-    The products accumulate in float32 at least (bfloat16 inputs under compute_in; float64 stays float64).
+    The products accumulate in float32 at least, and return so (bfloat16 inputs under compute_in; float64 stays float64).
     """
     b, h, w, c_in = x.shape
     k, c_out = kernel.shape[0], kernel.shape[-1]
@@ -181,45 +103,6 @@ def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, paddi
         phase_rows.append(jnp.stack(phase_row, axis=3))  # (B, n_h, n_w, stride, C)
     out = jnp.stack(phase_rows, axis=2).reshape(b, n_h * stride, n_w * stride, c_out)  # interleave the phases
     return out[:, :h_out, :w_out, :]
-
-
-def conv_transpose(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    *,
-    rngs: nnx.Rngs,
-    stride: int = 1,
-    padding: int = 0,
-    use_bias: bool = True,
-    kernel_init=None,
-) -> ConvTranspose:
-    """A 2-d nnx.ConvTranspose (NHWC) computing torch.nn.ConvTranspose2d(in, out, k, stride, padding).
-
-    Output size (n - 1) * stride - 2 * padding + kernel_size, as in torch.
-    torch's transposed convolution is a stride-1 convolution of the input
-    dilated by `stride` (zeros between pixels), padded by k - 1 - padding
-    on each side, with the kernel flipped in space; nnx.ConvTranspose takes
-    that padding explicitly and does not flip, so the weight converter flips
-    (jax_impl/weights.py); on CPU it runs as matmuls (ConvTranspose). Init as
-    torch's: U(+-1/sqrt(fan_in)) with torch's fan_in of a transposed
-    convolution, out_channels * kernel_size**2.
-    """
-    bound = 1.0 / math.sqrt(out_channels * kernel_size * kernel_size)
-    edge = kernel_size - 1 - padding
-    if edge < 0:
-        raise ValueError(f"conv_transpose: padding {padding} larger than kernel_size - 1 = {kernel_size - 1}")
-    return ConvTranspose(
-        in_channels,
-        out_channels,
-        (kernel_size, kernel_size),
-        strides=(stride, stride),
-        padding=((edge, edge), (edge, edge)),
-        use_bias=use_bias,
-        kernel_init=kernel_init or torch_uniform(bound),
-        bias_init=torch_uniform(bound),
-        rngs=rngs,
-    )
 
 
 def center_crop(x: jax.Array, height: int, width: int) -> jax.Array:

@@ -9,17 +9,17 @@ import jax
 import optax
 from flax import nnx
 
-from jax_impl.layers import linear, widened
+from jax_impl.initializers import torch_bias_init, torch_kernel_init
 from shared.hparams import MLP as HP
 
 
 class MLP(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
         d_in, d1, d2, d3, n_classes = hp.sizes
-        self.hidden1 = linear(d_in, d1, rngs=rngs)
-        self.hidden2 = linear(d1, d2, rngs=rngs)
-        self.hidden3 = linear(d2, d3, rngs=rngs)
-        self.out = linear(d3, n_classes, rngs=rngs)
+        self.hidden1 = nnx.Linear(d_in, d1, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d_in), rngs=rngs)
+        self.hidden2 = nnx.Linear(d1, d2, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d1), rngs=rngs)
+        self.hidden3 = nnx.Linear(d2, d3, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d2), rngs=rngs)
+        self.out = nnx.Linear(d3, n_classes, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d3), rngs=rngs)
 
     def __call__(self, x):
         x = jax.nn.relu(self.hidden1(x))
@@ -35,7 +35,7 @@ def init_model(seed: int) -> MLP:
 
 def loss_fn(model: MLP, x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean cross-entropy of the logits against the integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(widened(model(x)), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
 
 def make_optimizer(model: MLP, lr: float = HP.lr) -> nnx.Optimizer:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import linear, widened
+from jax_impl.initializers import torch_bias_init, torch_kernel_init
 from shared.hparams import RNN_PER_NAME as HP
 
 
@@ -34,8 +34,9 @@ class RNN(nnx.Module):
 
     def __init__(self, n_classes, hp=HP, *, rngs: nnx.Rngs):
         self.hidden_dim = hp.hidden_dim
-        self.hid_fc = linear(hp.n_letters + hp.hidden_dim, hp.hidden_dim, rngs=rngs)
-        self.out_fc = linear(hp.n_letters + hp.hidden_dim, n_classes, rngs=rngs)
+        d_in = hp.n_letters + hp.hidden_dim  # a character and the hidden state, concatenated
+        self.hid_fc = nnx.Linear(d_in, hp.hidden_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d_in), rngs=rngs)
+        self.out_fc = nnx.Linear(d_in, n_classes, kernel_init=torch_kernel_init, bias_init=torch_bias_init(d_in), rngs=rngs)
 
     def __call__(self, inputs, hidden):
         combined = jnp.concatenate([inputs, hidden], axis=1)
@@ -52,7 +53,7 @@ def loss_fn_per_name(model: RNN, chars: jax.Array, y: jax.Array) -> jax.Array:
     hidden = jnp.zeros((1, model.hidden_dim), chars.dtype)
     for char in chars:  # a Python loop, as in the source: unrolled under jit, one compilation per name length
         pred, hidden = model(char[None], hidden)
-    return -jnp.take_along_axis(widened(pred), y[:, None], axis=1).mean()
+    return -jnp.take_along_axis(pred, y[:, None], axis=1).mean()
 
 
 def train_step_per_name(model: RNN, optimizer: nnx.Optimizer, chars: jax.Array, y: jax.Array) -> jax.Array:
@@ -89,7 +90,7 @@ def last_logits(model: RNN, chars: jax.Array, lengths: jax.Array) -> jax.Array:
 
 def loss_fn(model: RNN, chars: jax.Array, lengths: jax.Array, y: jax.Array) -> jax.Array:
     """Mean NLL over the batch: the mean of the per-name losses."""
-    return -jnp.take_along_axis(widened(last_logits(model, chars, lengths)), y[:, None], axis=1).mean()
+    return -jnp.take_along_axis(last_logits(model, chars, lengths), y[:, None], axis=1).mean()
 
 
 def make_optimizer(model: RNN, lr: float = HP.lr) -> nnx.Optimizer:

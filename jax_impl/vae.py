@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, center_crop, conv, conv_transpose, linear
+from jax_impl.initializers import torch_bias_init, torch_kernel_init, torch_transpose_kernel_init
+from jax_impl.layers import BatchNorm, ConvTransposeByPhases, center_crop
 from jax_impl.vae_mlp import bernoulli_log_likelihood  # log p(x|z) per image from logits, the MLP VAE's
 from shared.hparams import VAE as HP
 
@@ -31,17 +32,21 @@ class VAE(nnx.Module):
         c_in, c1, c2 = hp.channels
         self.slope = hp.leaky_relu_slope
         self.input_bn = BatchNorm(c_in, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.conv1 = conv(c_in, c1, 4, stride=2, padding=1, rngs=rngs)  # 28x28 -> 14x14
+        self.conv1 = nnx.Conv(c_in, c1, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                              kernel_init=torch_kernel_init, bias_init=torch_bias_init(c_in * 4 * 4), rngs=rngs)  # 28x28 -> 14x14
         self.bn1 = BatchNorm(c1, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.conv2 = conv(c1, c2, 4, stride=2, padding=1, rngs=rngs)  # -> 7x7
+        self.conv2 = nnx.Conv(c1, c2, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                              kernel_init=torch_kernel_init, bias_init=torch_bias_init(c1 * 4 * 4), rngs=rngs)  # -> 7x7
         self.bn2 = BatchNorm(c2, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.mean = linear(c2 * 7 * 7, hp.latent_dim, rngs=rngs)
-        self.logvar = linear(c2 * 7 * 7, hp.latent_dim, rngs=rngs)
-        self.develop = linear(hp.latent_dim, c2 * 7 * 7, rngs=rngs)
+        self.mean = nnx.Linear(c2 * 7 * 7, hp.latent_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(c2 * 7 * 7), rngs=rngs)
+        self.logvar = nnx.Linear(c2 * 7 * 7, hp.latent_dim, kernel_init=torch_kernel_init, bias_init=torch_bias_init(c2 * 7 * 7), rngs=rngs)
+        self.develop = nnx.Linear(hp.latent_dim, c2 * 7 * 7, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hp.latent_dim), rngs=rngs)
         self.unflattened = (c2, 7, 7)  # develop's output as (C, H, W)
-        self.deconv1 = conv_transpose(c2, c1, 3, stride=2, rngs=rngs)  # 7x7 -> 15x15
+        self.deconv1 = ConvTransposeByPhases(c2, c1, (3, 3), strides=(2, 2), padding=((2, 2), (2, 2)),  # torch's padding=0 is k - 1 - 0 zeros a side
+                                             kernel_init=torch_transpose_kernel_init, bias_init=torch_bias_init(c1 * 3 * 3), rngs=rngs)  # 7x7 -> 15x15
         self.bn3 = BatchNorm(c1, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
-        self.deconv2 = conv_transpose(c1, c_in, 3, stride=2, padding=1, rngs=rngs)  # -> 29x29
+        self.deconv2 = ConvTransposeByPhases(c1, c_in, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),  # torch's padding=1 is k - 1 - 1 zeros a side
+                                             kernel_init=torch_transpose_kernel_init, bias_init=torch_bias_init(c_in * 3 * 3), rngs=rngs)  # -> 29x29
 
     def encode(self, x):
         x = self.input_bn(x.reshape(-1, 28, 28, 1))  # NHWC, flax's layout

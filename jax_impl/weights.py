@@ -5,7 +5,9 @@ A layer at attribute path ('encoder', 'hidden') is the torch key prefix
 to its NNX variables, e.g. Linear: weight (out, in) = kernel (in, out).T;
 Conv: weight (out, in, kh, kw) = kernel (kh, kw, in, out) transposed;
 ConvTranspose: weight (in, out, kh, kw) = kernel (kh, kw, in, out)
-transposed and flipped in space (see jax_impl.layers.conv_transpose);
+transposed and flipped in space (torch's transposed convolution convolves
+the dilated input with its kernel flipped, nnx.ConvTranspose with its kernel
+as it is), ConvTransposeByPhases the same;
 BatchNorm: weight/bias/running_mean/running_var/num_batches_tracked =
 scale/bias/mean/var/num_batches_tracked (the counter int64 in the file, as
 torch stores it; int32 in JAX, whose default integers are 32-bit).
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jax_impl.layers import BatchNorm, Conv, ConvTranspose, Linear
+from jax_impl.layers import BatchNorm, ConvTransposeByPhases
 from shared.weights import StateDict, WeightsSpec, check_state_dict, load_into_model, save_weights
 
 Layout = dict[str, tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]]
@@ -70,9 +72,7 @@ LAYOUTS: dict[type, Layout] = {
     },
 }
 
-
-# The project's layers (jax_impl/layers.py): the same parameters, computed in a chosen dtype (and another way, on CPU)
-LAYOUTS.update({Linear: LAYOUTS[nnx.Linear], Conv: LAYOUTS[nnx.Conv], ConvTranspose: LAYOUTS[nnx.ConvTranspose]})
+LAYOUTS[ConvTransposeByPhases] = LAYOUTS[nnx.ConvTranspose]  # jax_impl/layers.py: nnx.ConvTranspose's parameters, computed another way on CPU
 
 
 def _layers(model: nnx.Module):

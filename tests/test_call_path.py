@@ -44,16 +44,16 @@ def recorded(tmp_path_factory) -> dict[tuple[str, str], list[str]]:
         arch = importlib.import_module(f"{framework}_impl.mlp")
         originals = {name: getattr(arch, name) for name in ("train_step", "eval_outputs")}
 
-        def recording(name):
+        def recording(framework, name, original):
             def record(*args):
                 paths.setdefault((framework, name), project_callers())
-                return originals[name](*args)
+                return original(*args)
 
             return record
 
         with pytest.MonkeyPatch.context() as patch:
             for name in originals:
-                patch.setattr(arch, name, recording(name))
+                patch.setattr(arch, name, recording(framework, name, originals[name]))
             main = importlib.import_module(f"{framework}_impl.train").main
             main(["mlp", "--epochs", "1", "--batch-size", "1000", "--out", str(tmp_path_factory.mktemp(framework))])
     return paths

@@ -18,7 +18,8 @@ from flax import nnx
 
 from jax_impl import cnn as jcnn
 from jax_impl import weights as jax_weights
-from jax_impl.layers import BatchNorm, conv
+from jax_impl.initializers import torch_bias_init, torch_kernel_init
+from jax_impl.layers import BatchNorm
 from jax_impl.training import CompiledStep
 from shared.hparams import CNN
 from shared.weights import WeightsSpec, load_weights
@@ -258,6 +259,12 @@ def test_ten_adam_steps_agree_to_float64_rounding(batches):
     assert_state_dicts_close(j_sd, t_sd, TRAJECTORY_FLOAT64_RTOL, "after 10 float64 steps,")
 
 
+def jax_conv2d(stride: int, padding: int, seed: int) -> nnx.Conv:
+    """The nnx.Conv a model writes for torch's Conv2d(3, 5, 3, stride, padding)."""
+    return nnx.Conv(3, 5, (3, 3), strides=(stride, stride), padding=((padding, padding), (padding, padding)),
+                    kernel_init=torch_kernel_init, bias_init=torch_bias_init(3 * 3 * 3), rngs=nnx.Rngs(seed))
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", [0, 1])
 def test_conv2d_converts_both_ways(stride, padding):
@@ -266,7 +273,7 @@ def test_conv2d_converts_both_ways(stride, padding):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         t_conv = torch.nn.Conv2d(3, 5, 3, stride=stride, padding=padding)
-    j_conv = conv(3, 5, 3, stride=stride, padding=padding, rngs=nnx.Rngs(1))
+    j_conv = jax_conv2d(stride, padding, seed=1)
     t_sd = torch_weights.state_dict_from_model(t_conv)
     jax_weights.load_state_dict(j_conv, t_sd)
     np.testing.assert_array_equal(np.asarray(j_conv.kernel.get_value()), t_sd["weight"].transpose(2, 3, 1, 0))  # OIHW -> HWIO
@@ -280,7 +287,7 @@ def test_conv2d_converts_both_ways(stride, padding):
     for key in t_sd:
         np.testing.assert_array_equal(back[key], t_sd[key], err_msg=key)
     # ... and the other way: JAX's own weights into torch.
-    j_conv = conv(3, 5, 3, stride=stride, padding=padding, rngs=nnx.Rngs(2))
+    j_conv = jax_conv2d(stride, padding, seed=2)
     torch_weights.load_state_dict(t_conv, jax_weights.state_dict_from_model(j_conv))
     with torch.no_grad():
         t_out = t_conv(torch.as_tensor(x)).cpu().numpy()

@@ -19,8 +19,9 @@ from flax import nnx
 
 from jax_impl import vae as jvae
 from jax_impl import weights as jax_weights
+from jax_impl.initializers import torch_bias_init, torch_transpose_kernel_init
+from jax_impl.layers import ConvTransposeByPhases, compute_in, conv_transpose_by_phases
 from jax_impl.layers import center_crop as jax_center_crop
-from jax_impl.layers import conv_transpose, conv_transpose_by_phases
 from jax_impl.training import CompiledStep
 from shared.data import binarize
 from shared.hparams import VAE
@@ -442,6 +443,14 @@ def test_center_crop_is_the_centre_slice():
     np.testing.assert_array_equal(torch_center_crop(torch.as_tensor(x[:, :, :29, :29]), 28, 28).cpu().numpy(), x[:, :, :28, :28])  # the VAE's
 
 
+def jax_conv_transpose2d(c_in: int, c_out: int, kernel: int, stride: int, padding: int, seed: int) -> nnx.ConvTranspose:
+    """What a model writes for torch's ConvTranspose2d(c_in, c_out, kernel, stride, padding): ConvTransposeByPhases when strided."""
+    edge = kernel - 1 - padding
+    layer = ConvTransposeByPhases if stride > 1 else nnx.ConvTranspose
+    return layer(c_in, c_out, (kernel, kernel), strides=(stride, stride), padding=((edge, edge), (edge, edge)),
+                 kernel_init=torch_transpose_kernel_init, bias_init=torch_bias_init(c_out * kernel * kernel), rngs=nnx.Rngs(seed))
+
+
 @pytest.mark.parametrize("stride, padding, kernel", [(2, 0, 3), (2, 1, 3), (1, 1, 3), (2, 1, 4)])
 def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
     """A torch ConvTranspose2d and its nnx.ConvTranspose conversion compute the same, and what numpy does; weights round-trip bit for bit."""
@@ -449,7 +458,7 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         t_conv = torch.nn.ConvTranspose2d(3, 5, kernel, stride=stride, padding=padding)
-    j_conv = conv_transpose(3, 5, kernel, stride=stride, padding=padding, rngs=nnx.Rngs(1))
+    j_conv = jax_conv_transpose2d(3, 5, kernel, stride, padding, seed=1)
     t_sd = torch_weights.state_dict_from_model(t_conv)
     jax_weights.load_state_dict(j_conv, t_sd)
     flipped = t_sd["weight"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1)  # (in, out, kh, kw) -> (kh, kw, in, out), flipped in space
@@ -465,7 +474,7 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
     for key in t_sd:
         np.testing.assert_array_equal(back[key], t_sd[key], err_msg=key)
     # ... and the other way: JAX's own weights into torch.
-    j_conv = conv_transpose(3, 5, kernel, stride=stride, padding=padding, rngs=nnx.Rngs(2))
+    j_conv = jax_conv_transpose2d(3, 5, kernel, stride, padding, seed=2)
     torch_weights.load_state_dict(t_conv, jax_weights.state_dict_from_model(j_conv))
     with torch.no_grad():
         t_out = t_conv(torch.as_tensor(x)).cpu().numpy()
@@ -476,8 +485,10 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
 
 @pytest.mark.parametrize("stride, padding, kernel, size", [(2, 0, 3, 7), (2, 1, 3, 15), (2, 1, 4, 7), (2, 1, 4, 14), (3, 2, 5, 6)])
 def test_conv_transpose_by_phases_equals_lax_conv_transpose(stride, padding, kernel, size):
-    """The CPU form of ConvTranspose (matmuls per output phase) against nnx.ConvTranspose's lax.conv_transpose: outputs and both gradients."""
-    layer = conv_transpose(6, 4, kernel, stride=stride, padding=padding, rngs=nnx.Rngs(0))
+    """The CPU form of a strided transposed convolution (matmuls per output phase) against nnx.ConvTranspose's lax.conv_transpose:
+    outputs and both gradients, and in bfloat16 (compute_in) the same float32 result."""
+    layer = jax_conv_transpose2d(6, 4, kernel, stride, padding, seed=0)
+    assert isinstance(layer, ConvTransposeByPhases)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((3, size, size + 1, 6)), jnp.float32)
     kernel_value, bias = layer.kernel.get_value(), layer.bias.get_value()
 
@@ -491,9 +502,14 @@ def test_conv_transpose_by_phases_equals_lax_conv_transpose(stride, padding, ker
 
     expected = nnx.ConvTranspose.__call__(layer, x)  # the parent class: lax.conv_transpose
     assert_close(conv_transpose_by_phases(x, kernel_value, stride, padding) + bias, expected, FORWARD_RTOL, "outputs")
-    assert_close(layer(x), expected, FORWARD_RTOL, "ConvTranspose layer")
+    assert_close(layer(x), expected, FORWARD_RTOL, "ConvTransposeByPhases layer")
     for got, want, name in zip(jax.grad(by_phases, (0, 1))(x, kernel_value), jax.grad(by_lax, (0, 1))(x, kernel_value), ("input", "kernel")):
         assert_close(got, want, CONV_GRAD_RTOL, f"{name} gradient")
+    compute_in(layer, jnp.bfloat16)  # bfloat16 products with float32 results, as nnx.ConvTranspose computes with the same knobs
+    got, want = layer(x), nnx.ConvTranspose.__call__(layer, x)
+    assert got.dtype == want.dtype == jnp.float32
+    assert_close(got, want, FORWARD_RTOL, "bfloat16 products")
+    assert np.max(np.abs(got - expected)) > 10 * FORWARD_RTOL * np.max(np.abs(expected)), "bfloat16 not used"
 
 
 def test_state_dicts_round_trip_both_ways(trained_models):

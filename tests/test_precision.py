@@ -1,8 +1,8 @@
 """bfloat16 mixed precision (docs/precision.md): what each framework computes in it, against its own float32 and the other.
 
-torch runs the project's steps under torch.autocast, JAX with the layers'
-computation dtype (jax_impl/layers.py compute_in); in both the weights and the
-optimizer state stay float32. For every architecture whose step takes a batch,
+torch runs the project's steps under torch.autocast, JAX with Flax's dtype
+and preferred_element_type set on every layer (jax_impl/layers.py compute_in);
+in both the weights and the optimizer state stay float32. For every architecture whose step takes a batch,
 from one weights file and the same real batches (tests/data_parallel.py, on
 one device): the losses and every phase's gradients of one step, and 10
 training steps, each framework's bfloat16 run held against its own float32 run
@@ -105,32 +105,43 @@ def bfloat16(a: np.ndarray) -> np.ndarray:
 
 
 def test_a_linear_layer_computes_what_numpy_computes_from_bfloat16_inputs():
-    """Both frameworks: inputs, weight and bias rounded to bfloat16, the product summed in float32 or wider, the output rounded to
-    bfloat16, each entry within one bfloat16 spacing (2^-7 relative) of numpy's float64 sum of the rounded values."""
+    """Both frameworks round the inputs, weight and bias to bfloat16 and sum the products in float32 or wider. torch rounds the
+    output to bfloat16: each entry within one bfloat16 spacing (2^-7 relative) of numpy's float64 sum of the rounded values,
+    rounded to bfloat16. JAX returns the float32 sum (compute_in): each entry within float32 summation error of numpy's sum."""
     import jax.numpy as jnp
     import torch
     from flax import nnx
 
-    from jax_impl.layers import compute_in, linear
+    from jax_impl.layers import compute_in
     from torch_impl.training import autocast
 
     rng = np.random.default_rng(0)
     x, w, b = rng.normal(size=(64, 300)).astype(np.float32), rng.normal(size=(40, 300)).astype(np.float32), rng.normal(size=40).astype(np.float32)
-    expected = bfloat16(bfloat16(x) @ bfloat16(w).T + bfloat16(b))
+    exact = bfloat16(x) @ bfloat16(w).T + bfloat16(b)  # in float64, far closer to the exact sum than float32 can be
+    expected = bfloat16(exact)
     torch_layer = torch.nn.Linear(300, 40)
     with torch.no_grad():
         torch_layer.weight.copy_(torch.from_numpy(w))
         torch_layer.bias.copy_(torch.from_numpy(b))
     with autocast(torch.device("cpu"), "bfloat16"):
         torch_out = torch_layer(torch.from_numpy(x))
-    jax_layer = compute_in(linear(300, 40, rngs=nnx.Rngs(0)), jnp.bfloat16)
+    jax_layer = compute_in(nnx.Linear(300, 40, rngs=nnx.Rngs(0)), jnp.bfloat16)
     jax_layer.kernel[...], jax_layer.bias[...] = jnp.asarray(w.T), jnp.asarray(b)
     jax_out = jax_layer(jnp.asarray(x))
-    assert torch_out.dtype == torch.bfloat16 and jax_out.dtype == jnp.bfloat16 and jax_layer.kernel[...].dtype == jnp.float32
-    for name, out in (("torch", torch_out.detach().float().numpy()), ("jax", np.asarray(jax_out, np.float32))):
-        err = np.abs(out.astype(np.float64) - expected)
-        assert np.all(err <= 2**-7 * np.abs(expected) + 1e-30), f"{name}: {np.max(err / np.abs(expected)):.3g} relative"
-        assert np.mean(err == 0) > 0.95, f"{name}: only {np.mean(err == 0):.1%} of the entries are numpy's"
+    assert torch_out.dtype == torch.bfloat16 and jax_out.dtype == jnp.float32 and jax_layer.kernel[...].dtype == jnp.float32
+    out = torch_out.detach().float().numpy().astype(np.float64)
+    err = np.abs(out - expected)
+    assert np.all(err <= 2**-7 * np.abs(expected) + 1e-30), f"torch: {np.max(err / np.abs(expected)):.3g} relative"
+    assert np.mean(err == 0) > 0.95, f"torch: only {np.mean(err == 0):.1%} of the entries are numpy's"
+    # JAX: 301 terms (300 products, exact in float32 as each has 8 + 8 significant bits, and the bias) summed in float32 in any
+    # order: 300 additions, each rounding to 2^-24 relative, are within 300 * 2^-24 of the sum of the terms' magnitudes (Higham's
+    # bound for a recursive sum; a blocked or pairwise sum stays well inside it).
+    magnitude = np.abs(bfloat16(x)) @ np.abs(bfloat16(w)).T + np.abs(bfloat16(b))
+    bound = 300 * 2.0**-24 * magnitude
+    err = np.abs(np.asarray(jax_out, np.float64) - exact)
+    assert np.all(err <= bound), f"jax: {np.max(err / magnitude):.3g} of the terms' magnitude, bound {np.max(bound / magnitude):.3g}"
+    unrounded = x.astype(np.float64) @ w.T.astype(np.float64) + b  # what the bound tells apart: float32 inputs, no bfloat16
+    assert np.mean(np.abs(unrounded - exact) > bound) > 0.9
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
@@ -211,3 +222,27 @@ def test_a_bfloat16_training_run_reaches_its_float32_quality(arch, framework, tm
         final[precision] = json.loads((out / "metrics.json").read_text())["final"][metric]
     worst = final["float32"] + worse_by
     assert (final["bfloat16"] >= worst) if worse_by < 0 else (final["bfloat16"] <= worst), final
+
+
+def comparison_cell(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], start: dict[str, np.ndarray]) -> str:
+    """One cell of docs/precision.md's table: first-step loss / worst phase gradient / worst of 10 losses (relative) / displacement."""
+    loss = np.max(np.abs(actual["grad_losses"] - expected["grad_losses"]) / np.abs(expected["grad_losses"]))
+    gradient = max(relative_l2(phase_gradients(actual)[p], g) for p, g in phase_gradients(expected).items())
+    losses = np.max(np.abs(actual["losses"] - expected["losses"]) / np.abs(expected["losses"]))
+    names = [k[len("param."):] for k in expected if k.startswith("param.") and not k.endswith(dp.BUFFERS)]
+    apart = np.sqrt(sum(np.sum((actual[f"param.{k}"].astype(np.float64) - expected[f"param.{k}"]) ** 2) for k in names))
+    moved = np.sqrt(sum(np.sum((expected[f"param.{k}"].astype(np.float64) - start[k]) ** 2) for k in names))
+    return f"{loss:.0e} / {gradient:.0e} / {losses:.0e} / {apart / moved:.2f}"
+
+
+if __name__ == "__main__":  # python -m tests.test_precision: docs/precision.md's table, measured on this machine
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in [*dp.DEFAULT_CASES, *dp.SLOW_CASES]:
+            results, start = runs(case, Path(tmp)), load_file(str(dp.case_weights(case, Path(tmp))))
+            pairs = [*COMPARISONS.values(), (("torch", "float32"), ("jax", "float32"))]
+            print(f"| {case} | " + " | ".join(comparison_cell(results[a], results[b], start) for a, b in pairs) + " |", flush=True)

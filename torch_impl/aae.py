@@ -61,7 +61,8 @@ class Decoder(nn.Module):
 
     def __init__(self, hp, dropout: float, conditioned: bool = False):
         super().__init__()
-        self.lin1 = nn.Linear(hp.z_dim + (hp.n_classes if conditioned else 0), hp.hidden_dim)
+        d_in = hp.z_dim + (hp.n_classes if conditioned else 0)
+        self.lin1 = nn.Linear(d_in, hp.hidden_dim)
         self.lin2 = nn.Linear(hp.hidden_dim, hp.hidden_dim)
         self.lin3 = nn.Linear(hp.hidden_dim, hp.input_dim)
         self.dropout = nn.Dropout(dropout)

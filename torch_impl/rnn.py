@@ -33,8 +33,9 @@ class RNN(nn.Module):
     def __init__(self, n_classes, hp=HP):
         super().__init__()
         self.hidden_dim = hp.hidden_dim
-        self.hid_fc = nn.Linear(hp.n_letters + hp.hidden_dim, hp.hidden_dim)
-        self.out_fc = nn.Linear(hp.n_letters + hp.hidden_dim, n_classes)
+        d_in = hp.n_letters + hp.hidden_dim  # a character and the hidden state, concatenated
+        self.hid_fc = nn.Linear(d_in, hp.hidden_dim)
+        self.out_fc = nn.Linear(d_in, n_classes)
 
     def forward(self, inputs, hidden):
         combined = torch.cat([inputs, hidden], dim=1)
