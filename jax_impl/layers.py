@@ -1,4 +1,4 @@
-"""The layers whose behaviour differs from Flax NNX's own, and the bfloat16 switch (compute_in).
+"""The layers whose behaviour differs from Flax NNX's own.
 
 The models build nnx.Linear, nnx.Conv, nnx.ConvTranspose and nnx.Dropout
 directly (torch's initialisation from jax_impl/initializers.py). Here:
@@ -12,23 +12,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-
-def compute_in(model: nnx.Module, dtype) -> nnx.Module:
-    """Every nnx.Linear, nnx.Conv and nnx.ConvTranspose of `model` multiplies in `dtype` with float32 results (None: float32 throughout); the model.
-
-    Flax's own mixed-precision knobs, set once on the built model: `dtype`
-    rounds a layer's input, kernel and bias to bfloat16, and
-    `preferred_element_type` asks the product for its float32 accumulation,
-    which the layer returns (plus the bias): the next layer rounds its input
-    again. Asked for a bfloat16 result instead, XLA:CPU takes a slow path
-    (docs/benchmark.md#what-xlacpu-and-torch-do-here).
-    """
-    for _, module in nnx.iter_modules(model):
-        if isinstance(module, (nnx.Linear, nnx.Conv, nnx.ConvTranspose)):
-            module.dtype = dtype
-            module.preferred_element_type = None if dtype is None else jnp.float32
-    return model
 
 
 class ConvTransposeByPhases(nnx.ConvTranspose):

@@ -20,7 +20,6 @@ import optax
 from flax import nnx
 
 from jax_impl import distributed
-from jax_impl.layers import compute_in
 from jax_impl.weights import load_model, save_model
 from shared import contract
 from shared.contract import SCAN_MODE, check_precision, train_step_of
@@ -33,6 +32,23 @@ from shared.weights import StateDict, WeightsError, WeightsSpec
 MODES = contract.MODES["jax"]
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # the layers' computation dtype per precision (None: their parameters')
 DATA_PARALLEL_MODE = contract.DATA_PARALLEL_MODES["jax"]  # jit-compiled over a batch sharded on a mesh of several devices
+
+
+def compute_in(model: nnx.Module, dtype) -> nnx.Module:
+    """Every nnx.Linear, nnx.Conv and nnx.ConvTranspose of `model` multiplies in `dtype` with float32 results (None: float32 throughout); the model.
+
+    Flax's own mixed-precision knobs, set once on the built model: `dtype`
+    rounds a layer's input, kernel and bias to bfloat16, and
+    `preferred_element_type` asks the product for its float32 accumulation,
+    which the layer returns (plus the bias): the next layer rounds its input
+    again. Asked for a bfloat16 result instead, XLA:CPU takes a slow path
+    (docs/benchmark.md#what-xlacpu-and-torch-do-here).
+    """
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (nnx.Linear, nnx.Conv, nnx.ConvTranspose)):
+            module.dtype = dtype
+            module.preferred_element_type = None if dtype is None else jnp.float32
+    return model
 
 
 def pin_float32_precision() -> None:

@@ -20,9 +20,9 @@ from flax import nnx
 from jax_impl import vae as jvae
 from jax_impl import weights as jax_weights
 from jax_impl.initializers import torch_bias_init, torch_transpose_kernel_init
-from jax_impl.layers import ConvTransposeByPhases, compute_in, conv_transpose_by_phases
+from jax_impl.layers import ConvTransposeByPhases, conv_transpose_by_phases
 from jax_impl.layers import center_crop as jax_center_crop
-from jax_impl.training import CompiledStep
+from jax_impl.training import CompiledStep, compute_in
 from shared.data import binarize
 from shared.hparams import VAE
 from shared.metrics import neg_elbo

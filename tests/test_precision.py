@@ -1,7 +1,7 @@
 """bfloat16 mixed precision (docs/precision.md): what each framework computes in it, against its own float32 and the other.
 
 torch runs the project's steps under torch.autocast, JAX with Flax's dtype
-and preferred_element_type set on every layer (jax_impl/layers.py compute_in);
+and preferred_element_type set on every layer (jax_impl/training.py compute_in);
 in both the weights and the optimizer state stay float32. For every architecture whose step takes a batch,
 from one weights file and the same real batches (tests/data_parallel.py, on
 one device): the losses and every phase's gradients of one step, and 10
@@ -112,7 +112,7 @@ def test_a_linear_layer_computes_what_numpy_computes_from_bfloat16_inputs():
     import torch
     from flax import nnx
 
-    from jax_impl.layers import compute_in
+    from jax_impl.training import compute_in
     from torch_impl.training import autocast
 
     rng = np.random.default_rng(0)
