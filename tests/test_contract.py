@@ -24,7 +24,7 @@ from shared.tasks import TASKS
 
 FRAMEWORKS = ("torch", "jax")
 CONFIGS = [(arch, variant) for arch in HPARAMS for variant in HPARAMS[arch]]
-INFERENCE = ("eval_outputs", "reconstruct", "sample", "encode", "decode")
+INFERENCE = contract.INFERENCE_FUNCTIONS
 
 
 def module(framework: str, arch: str):
