@@ -10,6 +10,7 @@ import numpy as np
 
 from shared.contract import DATA_PARALLEL_MODES, GPU_MODES, MODES, SCAN_MODE
 from shared.hparams import label
+from shared.machine import BFLOAT16_FLAGS, native_bfloat16
 
 SATURATION = 0.9  # throughput "stops growing" at the smallest batch within 10% of the best
 RATIO_AGREEMENT = 0.10  # two runs' JAX/torch ratios "agree" within this, relative
@@ -215,7 +216,16 @@ def summary_lines(results: dict) -> list[str]:
     lines += [f"- unstable (round medians more than 10% apart): {len(s['unstable'])} of {len(timed(results['rows']))} rows: "
               f"{', '.join(s['unstable'])}"] if s["unstable"] else []
     lines += [f"- DISAGREES with its group's first row: {', '.join(s['disagreements'])}"] if s["disagreements"] else []
-    return lines
+    return lines + software_bfloat16_lines(results)
+
+
+def software_bfloat16_lines(results: dict) -> list[str]:
+    """A warning when bfloat16 rows ran on a CPU without bfloat16 arithmetic in hardware: there a precision's speed says little."""
+    cpu_rows = [r for r in results["rows"] if precision_of(r) == "bfloat16" and r.get("device", "cpu") == "cpu"]
+    if not cpu_rows or native_bfloat16(results["machine"].get("cpu_details")) is not False:
+        return []
+    return [f"- bfloat16 on a CPU without bfloat16 arithmetic ({' / '.join(BFLOAT16_FLAGS)} not among its flags): its {len(cpu_rows)} "
+            "bfloat16 rows convert in software, and may be slower than float32 where a CPU with them is faster"]
 
 
 def saturation(curve: dict) -> str:

@@ -17,7 +17,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve")  # what decides a kernel's speed
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")  # what decides a kernel's speed
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # bfloat16 arithmetic in hardware (x86's two, Arm's BF16 extension)
 
 
 def cpu_details() -> dict:
@@ -32,6 +33,13 @@ def cpu_details() -> dict:
     flags = set((info.get("flags") or info.get("Features") or "").split())
     return {"model_name": cpu_name(), "family": info.get("cpu family"), "model": info.get("model"),
             "flags": [f for f in SPEED_FLAGS if f in flags]}
+
+
+def native_bfloat16(details: dict | None) -> bool | None:
+    """Whether the CPU of cpu_details() computes in bfloat16 in hardware; None where its flags were not recorded."""
+    if not details or "flags" not in details:
+        return None
+    return any(flag in details["flags"] for flag in BFLOAT16_FLAGS)
 
 
 def source_commit(folder: Path) -> str | None:

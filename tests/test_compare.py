@@ -495,3 +495,18 @@ def test_bfloat16_and_overhead_free_rows_are_timed_against_their_base_round_by_r
     assert bf16["mode"] == "jax-jit" and bf16["median"] == pytest.approx(0.5) and bf16["spread"] == pytest.approx([0.4, 0.5])
     ratios = {x.get("precision"): x["median"] for x in report.jax_over_torch(rows)}  # jax-jit's, per precision, never jax-scan's
     assert ratios == {"float32": pytest.approx(1.0)}
+
+
+def test_the_summary_says_when_bfloat16_rows_ran_without_bfloat16_arithmetic():
+    """The CPU's recorded flags decide: no avx512_bf16, amx_bf16 (x86) or bf16 (Arm), a warning naming the rows; with one, or
+    without bfloat16 rows, or with no recorded flags (an older results file), none."""
+    rows = [made_up("torch-eager", 64, [10.0, 10.0, 10.0]), {**made_up("torch-eager", 64, [12.0, 12.0, 12.0]), "precision": "bfloat16"}]
+
+    def warning(flags, rows=rows):
+        results = {"rows": rows, "summary": report.summary(rows), "machine": {"cpu_details": None if flags is None else {"flags": flags}}}
+        return [line for line in report.summary_lines(results) if "without bfloat16 arithmetic" in line]
+
+    assert len(warning(["avx2", "fma", "avx512f"])) == 1 and "its 1 bfloat16 rows" in warning(["avx2"])[0]
+    for flags in (["avx2", "avx512_bf16"], ["amx_bf16"], ["asimd", "bf16"], None):
+        assert warning(flags) == [], flags
+    assert warning(["avx2"], rows=rows[:1]) == []
