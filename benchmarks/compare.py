@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report
-from shared.contract import DATA_PARALLEL_MODES, GPU_MODES, MODES, PRECISIONS, SCAN_MODE
+from shared.contract import COMPILE_MODES, DATA_PARALLEL_MODES, GPU_MODES, MODES, PRECISIONS, SCAN_MODE
 from shared.distributed import check_data_parallel
 from shared.errors import UserError, run_cli
 from shared.hparams import HPARAMS, label, variants
@@ -63,7 +63,7 @@ HANDOFF_PAUSE_S = 0.05  # between two processes' rounds: the last one's spinning
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("arch", "variant", "task", "mode", "precision", "batch_size")  # a row's identity, within a results file and across two
 PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "repeats", "steps", "max_time",
-             "warmup", "threads", "seed", "xla_flags", "fit_epochs", "devices")  # what --resume must find unchanged
+             "warmup", "threads", "seed", "xla_flags", "compile_mode", "fit_epochs", "devices")  # what --resume must find unchanged
 COLUMNS = [
     "arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "threads", "repeats",
     "step_ms_median", "step_ms_spread", "step_ms_p10", "step_ms_p90", "unstable", "compile_s", "samples_per_s",
@@ -98,6 +98,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial weights and batches, 0 to 2^63 - 1")
     p.add_argument("--xla-flags", default=None, metavar='"FLAGS"',
                    help="XLA_FLAGS for the JAX workers (default: the environment's XLA_FLAGS, else XLA's defaults)")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default=COMPILE_MODES[0],
+                   help="torch.compile's mode for the torch-compile rows, recorded in each torch row's settings (default: default)")
     p.add_argument("--fit-epochs", type=positive_int, help="--task fit: epochs (default: each architecture's)")
     p.add_argument("--out", type=Path, default=Path("results") / "benchmark", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out, skipping what it measured")
@@ -208,7 +210,7 @@ def plan_settings(args, configs: list[dict]) -> dict:
         "precision": sorted(args.precision),
         "device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, "steps": args.steps,
         "max_time": args.max_time, "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
-        "xla_flags": xla_flags(args), "fit_epochs": args.fit_epochs, "devices": args.devices,
+        "xla_flags": xla_flags(args), "compile_mode": args.compile_mode, "fit_epochs": args.fit_epochs, "devices": args.devices,
     }
 
 
@@ -236,6 +238,7 @@ def load_results(path: Path, what: str) -> dict:
         if not isinstance(row, dict) or not set(KEY) <= set(row):
             raise UserError(f"{what} {path}: a row without {', '.join(KEY)}")
     results.setdefault("settings", {}).setdefault("precision", [PRECISIONS[0]])
+    results["settings"].setdefault("compile_mode", COMPILE_MODES[0])  # written before it was a flag: torch.compile's default
     return results
 
 
@@ -433,6 +436,7 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
     try:
         for c in group:
             cfg = {**c, "job": "step", "warmup": max(args.warmup, 1), "threads": args.threads, "seed": args.seed, "lr": hp.lr,
+                   "compile_mode": args.compile_mode,
                    "init": str(init), "outputs": str(tmp / outputs_file(c))}
             workers.append(Worker(cfg, tmp, servers[c["framework"]]))
         progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: loading {len(workers)} processes")

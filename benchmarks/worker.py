@@ -79,7 +79,8 @@ def make_backend(cfg: dict):
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         from jax_impl.training import Backend
     parallel = Backend.start_parallel([], devices if devices > 1 else None, cfg["device"], "global", 120.0)
-    return Backend(cfg["arch"], cfg["device"], parallel, cfg.get("precision", "float32"), variant=cfg["variant"])
+    torch_only = {"compile_mode": cfg.get("compile_mode", "default")} if cfg["framework"] == "torch" else {}
+    return Backend(cfg["arch"], cfg["device"], parallel, cfg.get("precision", "float32"), variant=cfg["variant"], **torch_only)
 
 
 def send(event: str, **fields) -> None:

@@ -46,6 +46,7 @@ MODES = {"torch": ("torch-eager", "torch-compile", "torch-compile-cudagraphs"), 
 DATA_PARALLEL_MODES = {"torch": "torch-ddp", "jax": "jax-sharded"}  # training over several processes (DDP) or devices (a mesh)
 GPU_MODES = ("torch-compile-cudagraphs",)  # torch.compile(mode="reduce-overhead"): CUDA graphs, which a CPU has not
 SCAN_MODE = "jax-scan"  # K training steps in one compiled call, a lax.scan over K stacked batches: training only
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's mode for the torch-compile rows (the benchmark's --compile-mode)
 INFERENCE_FUNCTIONS = ("eval_outputs", "reconstruct", "sample", "encode", "decode")  # what an architecture module may define besides its steps
 EVAL_BATCH = 500  # the examples an inference function takes at a time when a run evaluates (Inference)
 

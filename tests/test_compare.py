@@ -510,3 +510,15 @@ def test_the_summary_says_when_bfloat16_rows_ran_without_bfloat16_arithmetic():
     for flags in (["avx2", "avx512_bf16"], ["amx_bf16"], ["asimd", "bf16"], None):
         assert warning(flags) == [], flags
     assert warning(["avx2"], rows=rows[:1]) == []
+
+
+def test_the_compile_mode_is_chosen_recorded_per_row_and_kept_by_a_resume(tmp_path):
+    """--compile-mode reaches torch.compile (a mode it does not know would fail the run) and each torch row's settings; the summary
+    names it; a resume with another mode refuses in one line."""
+    args = ("--arch", "mlp", "--task", "infer", "--mode", "torch-eager", "torch-compile", "--repeats", "1", "--steps", "3", "--warmup", "1")
+    results, stdout = run_compare(tmp_path, *args, "--compile-mode", "reduce-overhead")
+    assert {r["mode"]: r["settings"]["compile_mode"] for r in results["rows"]} == {"torch-eager": "reduce-overhead", "torch-compile": "reduce-overhead"}
+    assert results["settings"]["compile_mode"] == "reduce-overhead"
+    assert "torch.compile mode of the torch-compile rows: reduce-overhead" in stdout
+    one_line_error(compare(*args, "--compile-mode", "max-autotune", "--resume", "--out", str(tmp_path)), "compile_mode", "reduce-overhead")
+    one_line_error(compare("--compile-mode", "fastest"), "--compile-mode")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from shared import contract
-from shared.contract import GPU_MODES, check_precision, train_step_of
+from shared.contract import COMPILE_MODES, GPU_MODES, check_precision, train_step_of
 from shared.distributed import Parallel, replica_slice
 from shared.errors import UserError
 from shared.hparams import variants
@@ -94,11 +94,13 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def compiled(fn: Callable, mode: str, device: torch.device) -> Callable:
+def compiled(fn: Callable, mode: str, device: torch.device, compile_mode: str = "default") -> Callable:
     """fn as the mode runs it: itself (torch-eager, torch-ddp) or torch.compile'd, one graph per input shape.
 
-    torch-compile-cudagraphs is torch.compile(mode="reduce-overhead"): each
-    graph replayed as a CUDA graph, without a kernel launch from Python.
+    torch-compile is torch.compile(mode=compile_mode) (COMPILE_MODES: "default",
+    "reduce-overhead", "max-autotune"); torch-compile-cudagraphs is
+    torch.compile(mode="reduce-overhead"): each graph replayed as a CUDA graph,
+    without a kernel launch from Python.
     """
     if mode not in (*MODES, DATA_PARALLEL_MODE):
         raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)} (and {DATA_PARALLEL_MODE} on several processes)")
@@ -111,7 +113,7 @@ def compiled(fn: Callable, mode: str, device: torch.device) -> Callable:
     # after which torch would silently run eager.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     if mode == "torch-compile":
-        return torch.compile(fn, dynamic=False)
+        return torch.compile(fn, dynamic=False, mode=None if compile_mode == "default" else compile_mode)
     graphed = torch.compile(fn, dynamic=False, mode="reduce-overhead")
 
     def replay(*args):
@@ -138,12 +140,13 @@ class CompiledStep:
     """
 
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager",
-                 parallel: Parallel | None = None, networks: dict[str, bool] | None = None, precision: str = "float32"):
+                 parallel: Parallel | None = None, networks: dict[str, bool] | None = None, precision: str = "float32",
+                 compile_mode: str = "default"):
         self.data_parallel = mode == DATA_PARALLEL_MODE
         if self.data_parallel != (parallel is not None and parallel.processes > 1):
             raise UserError(f"--mode {mode}: {DATA_PARALLEL_MODE} is the mode of a run over several processes, and the only one")
         device = next(model.parameters()).device
-        self.fn = compiled(in_precision(step_fn, device, precision), mode, device)
+        self.fn = compiled(in_precision(step_fn, device, precision), mode, device, compile_mode)
         self.optimizer = optimizer
         self.model = distributed.replicated(model, networks or {}, parallel) if self.data_parallel else model
         model.train()
@@ -163,9 +166,9 @@ class CompiledInference:
     (unlike Backend.predict, which restores it).
     """
 
-    def __init__(self, fn, model: torch.nn.Module, mode: str = "torch-eager", precision: str = "float32"):
+    def __init__(self, fn, model: torch.nn.Module, mode: str = "torch-eager", precision: str = "float32", compile_mode: str = "default"):
         device = next(model.parameters()).device
-        self.fn = compiled(in_precision(fn, device, precision), mode, device)
+        self.fn = compiled(in_precision(fn, device, precision), mode, device, compile_mode)
         self.model = model.eval()
 
     def __call__(self, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -179,7 +182,11 @@ class Backend:
     data_parallel_mode = DATA_PARALLEL_MODE
 
     def __init__(self, arch: str, device: str = "auto", parallel: Parallel | None = None, precision: str = "float32",
-                 variant: str | None = None):
+                 variant: str | None = None, compile_mode: str = "default"):
+        """`compile_mode`: torch.compile's mode in the torch-compile mode (COMPILE_MODES)."""
+        if compile_mode not in COMPILE_MODES:
+            raise UserError(f"--compile-mode {compile_mode}: expected one of {', '.join(COMPILE_MODES)}")
+        self.compile_mode = compile_mode
         self.arch_name = arch
         self.arch = importlib.import_module(f"torch_impl.{arch}")
         self.train_step = train_step_of(self.arch, variant or variants(arch)[0])
@@ -252,10 +259,10 @@ class Backend:
     def compile_step(self, model, optimizer, mode: str | None = None, step: Callable | None = None) -> CompiledStep:
         default = DATA_PARALLEL_MODE if self.parallel.processes > 1 else MODES[0]
         networks = distributed.DDP_NETWORKS.get(self.arch_name, {})
-        return CompiledStep(step or self.train_step, model, optimizer, mode or default, self.parallel, networks, self.precision)
+        return CompiledStep(step or self.train_step, model, optimizer, mode or default, self.parallel, networks, self.precision, self.compile_mode)
 
     def compile_inference(self, model, fn: Callable, mode: str | None = None) -> CompiledInference:
-        return CompiledInference(fn, model, mode or MODES[0], self.precision)
+        return CompiledInference(fn, model, mode or MODES[0], self.precision, self.compile_mode)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -301,6 +308,7 @@ class Backend:
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
             "precision": self.precision,
+            "compile_mode": self.compile_mode,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
             "cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
