@@ -58,8 +58,9 @@ LOSS_AGREEMENT_RTOL = 1e-4  # first-step losses of one group, relative
 OUTPUT_AGREEMENT_RTOL = 1e-4  # inference outputs, relative to the largest entry (float32 forward passes agree to ~1e-6)
 # bfloat16 rows against the group's first bfloat16 row: each framework rounds its own operations to 8 bits (tests/tolerances.py)
 AGREEMENT_RTOL = {"float32": {"loss": LOSS_AGREEMENT_RTOL, "outputs": OUTPUT_AGREEMENT_RTOL}, "bfloat16": {"loss": 2e-2, "outputs": 5e-2}}
-UNSTABLE_SPREAD = 0.10  # a row whose round medians spread more than this, relative to their median
-HANDOFF_PAUSE_S = 0.05  # between two processes' rounds: the last one's spinning threads go to sleep
+UNSTABLE_SPREAD = 0.10  # a row whose median's confidence interval is wider than this, relative to the median
+HANDOFF_PAUSE_S = 0.02  # between two processes' rounds: the last one's spinning threads go to sleep
+REFERENCE_N, REFERENCE_CALLS = 512, 11  # the driver's yardstick before each round: 11 float32 512x512 matmuls (~15 ms on 2 cores)
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("arch", "variant", "task", "mode", "precision", "batch_size")  # a row's identity, within a results file and across two
 PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "repeats", "steps", "max_time",
@@ -90,7 +91,8 @@ def build_parser() -> ArgumentParser:
                         "one process, N devices, on a CPU simulated), scaled against its single-device step at the same global batch")
     p.add_argument("--batch-size", nargs="+", type=positive_int,
                    help="one or more (a sweep); default: each architecture's training batch size (the per-name RNN always takes 1)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="rounds per configuration, interleaved across the modes")
+    p.add_argument("--repeats", type=positive_int, default=12,
+                   help="rounds per configuration, interleaved across the modes (6 at least for a verdict; docs/benchmark.md)")
     p.add_argument("--steps", type=positive_int, default=1000, help="timed steps per configuration at most, over all rounds")
     p.add_argument("--max-time", type=positive_float, default=2.0, help="seconds of timed steps per configuration at most (at least 3 steps a round)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (the first one compiles)")
@@ -103,7 +105,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--fit-epochs", type=positive_int, help="--task fit: epochs (default: each architecture's)")
     p.add_argument("--out", type=Path, default=Path("results") / "benchmark", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out, skipping what it measured")
-    p.add_argument("--diff", nargs=2, type=Path, metavar=("OLD", "NEW"), help="compare two results.json files row by row")
+    p.add_argument("--diff", nargs=2, type=Path, metavar=("OLD", "NEW"),
+                   help="compare two results.json files row by row: on stdout and as OUT/diff.html; measures nothing")
     p.add_argument("--report", type=Path, metavar="RESULTS", help="write RESULTS's results page, docs/results/<cpu>-<date>.md, with a copy of "
                                                                   "RESULTS beside it; measures nothing")
     p.add_argument("--report-dir", type=Path, default=ROOT / "docs" / "results", metavar="DIR", help="--report: the folder of the page")
@@ -128,6 +131,20 @@ def write_report(args) -> None:
     except ValueError as e:
         raise UserError(f"--headline {e}") from None
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def write_diff(args) -> None:
+    """--diff OLD NEW: the comparison on stdout, and as a page, OUT/diff.html."""
+    from benchmarks import html_report
+
+    old, new = (load_results(path, "--diff") for path in args.diff)
+    print("\n".join(report.diff_lines(old, new, *args.diff)))
+    page = args.out / "diff.html"
+    try:
+        html_report.write_diff_page(page, report.diff_records(old, new), str(args.diff[0]), str(args.diff[1]))
+    except OSError as e:
+        raise UserError(f"--diff: cannot write {e.filename or page} ({e.strerror})") from None
+    print(f"wrote {page}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- the plan
@@ -449,11 +466,12 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
             ready[w.name] = w.command("warmup", "ready")
             time.sleep(HANDOFF_PAUSE_S)
         phases["warmup_s"], began = time.perf_counter() - began, time.perf_counter()
-        rounds = {w.name: [] for w in workers}
+        rounds, reference = {w.name: [] for w in workers}, []
         per_round = {"max_steps": -(-args.steps // args.repeats), "max_time": args.max_time / args.repeats}
         for r in range(args.repeats):
             progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: round {r + 1}/{args.repeats}")
-            for w in workers:  # A B C, A B C, ...: a slow moment of the machine hits every mode alike
+            reference.append(reference_ms())
+            for w in workers if r % 2 == 0 else workers[::-1]:  # A B C, C B A, ...: a slow moment of the machine hits every mode alike
                 rounds[w.name].append(w.command("round", "round", **per_round)["times"])
                 time.sleep(HANDOFF_PAUSE_S)
         done = {w.name: w.command("finish", "done") for w in workers}
@@ -463,14 +481,29 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
             w.close()
     rows = [make_row(w.cfg, ready[w.name], rounds[w.name], done[w.name], peaks[w.cfg["framework"]], flops[w.cfg["task"]])
             for w in workers]
+    for row in rows:
+        row["reference_ms_rounds"] = reference
     check_agreement(rows, tmp)
     return rows
 
 
+def reference_ms() -> float:
+    """The driver's own yardstick of the machine's speed now, before a round: the median of REFERENCE_CALLS float32
+    REFERENCE_N^2 matmuls (numpy, every CPU, whatever --threads says). --diff compares two runs' rows in its units."""
+    a = np.random.default_rng(0).random((REFERENCE_N, REFERENCE_N), dtype=np.float32)
+    times = []
+    for _ in range(REFERENCE_CALLS):
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
 def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak: float, flops: float) -> dict:
-    """A row: the median over rounds of each round's median step, their spread (min-max), and the rest."""
+    """A row: the median over rounds of each round's median step, its confidence interval, the spread (min-max), the rest."""
     round_medians = [float(np.median(times)) for times in rounds]
     step_s = float(np.median(round_medians))
+    interval = report.median_interval(round_medians)
     every = np.concatenate(rounds)
     row = {k: cfg[k] for k in ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "threads", "devices")}
     row.update({
@@ -479,9 +512,10 @@ def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak
         "step_ms_median": 1e3 * step_s,
         "step_ms_spread": [1e3 * min(round_medians), 1e3 * max(round_medians)],
         "step_ms_rounds": [1e3 * m for m in round_medians],
+        "step_ms_interval": None if interval is None else [1e3 * interval[0], 1e3 * interval[1]],
         "step_ms_p10": 1e3 * float(np.percentile(every, 10)),
         "step_ms_p90": 1e3 * float(np.percentile(every, 90)),
-        "unstable": (max(round_medians) - min(round_medians)) > UNSTABLE_SPREAD * step_s,
+        "unstable": (interval[1] - interval[0] if interval else max(round_medians) - min(round_medians)) > UNSTABLE_SPREAD * step_s,
         "compile_s": ready["compile_s"],
         "warmup_steps": ready["warmup_steps"],
         "samples_per_s": cfg["batch_size"] / step_s,
@@ -587,8 +621,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if args.diff:
-        old, new = (load_results(path, "--diff") for path in args.diff)
-        print("\n".join(report.diff_lines(old, new, *args.diff)))
+        write_diff(args)
         return {}
     if args.report:
         write_report(args)

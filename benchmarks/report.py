@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -14,6 +15,10 @@ from shared.machine import BFLOAT16_FLAGS, native_bfloat16
 
 SATURATION = 0.9  # throughput "stops growing" at the smallest batch within 10% of the best
 RATIO_AGREEMENT = 0.10  # two runs' JAX/torch ratios "agree" within this, relative
+CONFIDENCE = 0.95  # a ratio's interval covers the median of its round-by-round ratios at least this often
+MARGIN = 0.05  # a difference is clear when its whole interval lies beyond 1 +- this (below 1/1.05 or above 1.05)
+VERDICTS = ("JAX faster", "torch faster", "no clear difference")
+TOO_FEW_ROUNDS = "too few rounds"
 MODE_COLORS = {"torch-eager": "#ee8866", "torch-compile": "#bb4422", "torch-compile-cudagraphs": "#882211", "jax-jit": "#4477aa",
                "jax-scan": "#223366"}
 FRAMEWORK_COLORS = {"torch": "#bb4422", "jax": "#4477aa"}
@@ -60,25 +65,70 @@ def against(rows: list[dict], base_of) -> list[tuple[dict, dict, np.ndarray]]:
     return pairs
 
 
+# ---------------------------------------------------------------- how sure
+def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float] | None:
+    """(low, high, coverage): the distribution-free confidence interval of the median of `values`, or None for too few.
+
+    The k-th smallest and k-th largest value, k the largest for which fewer
+    than k of n values fall below the median with probability at most
+    (1 - confidence) / 2 (the sign test's interval: Binomial(n, 1/2), no
+    assumption about the values' distribution); coverage = 1 - twice that
+    probability. n = 6 is the fewest with a 95% interval: [min, max], 96.9%.
+    """
+    x, n = np.sort(np.asarray(values, np.float64)), len(values)
+    tail, k = 0.0, 0
+    while k < n and tail + math.comb(n, k) / 2**n <= (1 - confidence) / 2:
+        tail, k = tail + math.comb(n, k) / 2**n, k + 1
+    return None if k == 0 else (float(x[k - 1]), float(x[n - k]), 1 - 2 * tail)
+
+
+def verdict(interval: list[float] | None) -> str:
+    """What a JAX/torch ratio's interval [low, high] says: below 1 / (1 + MARGIN) JAX is faster, above 1 + MARGIN torch is."""
+    if interval is None:
+        return TOO_FEW_ROUNDS
+    low, high = interval
+    return VERDICTS[0] if high < 1 / (1 + MARGIN) else VERDICTS[1] if low > 1 + MARGIN else VERDICTS[2]
+
+
+def ratio_stats(per_round: np.ndarray) -> dict:
+    """Median, min-max, confidence interval and its coverage of round-by-round ratios."""
+    interval = median_interval(per_round)
+    return {"median": float(np.median(per_round)), "spread": [float(per_round.min()), float(per_round.max())],
+            "interval": None if interval is None else list(interval[:2]), "coverage": None if interval is None else interval[2]}
+
+
+def verdict_method() -> dict:
+    """How the verdicts are reached, as results.json records it."""
+    return {"ratio": "jax-jit's step time over the best torch mode's, formed within each round",
+            "interval": "distribution-free confidence interval of the median of the round ratios (order statistics, the sign test's)",
+            "confidence": CONFIDENCE, "margin": MARGIN,
+            "rule": f"JAX faster if the interval lies below 1/{1 + MARGIN:g}, torch faster if above {1 + MARGIN:g}, else no clear difference"}
+
+
 # ---------------------------------------------------------------- summary
 def jax_over_torch(rows: list[dict]) -> list[dict]:
     """Per architecture, task and batch size: jax-jit's step time over the best torch mode's, round by round.
 
     The ratio is formed within each round (both measured within seconds of
-    each other), then its median and min-max over the rounds.
+    each other), then its median, min-max and confidence interval over the
+    rounds, and the verdict the interval gives.
     """
     out = []
     groups = {}
     for r in single_device(rows):
-        groups.setdefault((r["arch"], r["variant"], r["task"], r["batch_size"], precision_of(r)), []).append(r)
+        groups.setdefault(ratio_key(r), []).append(r)
     for (arch, variant, task, batch, precision), group in groups.items():
         jax = [r for r in group if r["mode"] == "jax-jit"]
         torch = [r for r in group if r["framework"] == "torch"]
         if not jax or not torch:
             continue
-        per_round = np.array(jax[0]["step_ms_rounds"]) / np.min([r["step_ms_rounds"] for r in torch], axis=0)
-        out.append({"arch": arch, "variant": variant, "task": task, "batch_size": batch, "precision": precision,
-                    "median": float(np.median(per_round)), "spread": [float(per_round.min()), float(per_round.max())]})
+        torch_rounds = np.array([r["step_ms_rounds"] for r in torch])
+        per_round = np.array(jax[0]["step_ms_rounds"]) / torch_rounds.min(axis=0)
+        stats = ratio_stats(per_round)
+        fastest = np.bincount(torch_rounds.argmin(axis=0), minlength=len(torch)).argmax()  # the torch mode best in most rounds
+        out.append({"arch": arch, "variant": variant, "task": task, "batch_size": batch, "precision": precision, **stats,
+                    "verdict": verdict(stats["interval"]),
+                    "jax_mode": jax[0]["mode"], "torch_mode": torch[fastest]["mode"]})
     return out
 
 
@@ -127,8 +177,7 @@ def data_parallel(rows: list[dict]) -> list[dict]:
 
 def ratio_record(r: dict, base: dict, per_round: np.ndarray) -> dict:
     return {"arch": r["arch"], "variant": r["variant"], "task": r["task"], "batch_size": r["batch_size"], "mode": r["mode"],
-            "precision": precision_of(r), "base_mode": base["mode"], "base_precision": precision_of(base),
-            "median": float(np.median(per_round)), "spread": [float(per_round.min()), float(per_round.max())]}
+            "precision": precision_of(r), "base_mode": base["mode"], "base_precision": precision_of(base), **ratio_stats(per_round)}
 
 
 def bfloat16_over_float32(rows: list[dict]) -> list[dict]:
@@ -147,9 +196,19 @@ def overhead_free(rows: list[dict]) -> list[dict]:
     return [ratio_record(r, b, per_round) for r, b, per_round in against(rows, base_of)]
 
 
+def compiled_over_eager(rows: list[dict]) -> list[dict]:
+    """Per torch-compile row: its step time over torch-eager's, round by round (what compiling buys torch)."""
+    def base_of(r):
+        return ("torch-eager", precision_of(r), 1) if r["mode"] == "torch-compile" else None
+
+    return [ratio_record(r, b, per_round) for r, b, per_round in against(rows, base_of)]
+
+
 def summary(rows: list[dict]) -> dict:
     return {
+        "verdict_method": verdict_method(),
         "jax_over_torch": jax_over_torch(rows),
+        "compiled_over_eager": compiled_over_eager(rows),
         "data_parallel": data_parallel(rows),
         "bfloat16_over_float32": bfloat16_over_float32(rows),
         "overhead_free": overhead_free(rows),
@@ -172,15 +231,22 @@ def agreement(row: dict) -> str:
     return f"outputs {row['output_rel_diff']:.0e}" + ("" if row["outputs_agree"] else " DISAGREES")
 
 
+def ratio_key(x: dict) -> tuple:
+    """What a JAX/torch ratio is of: architecture, variant, task, batch size, precision."""
+    return x["arch"], x["variant"], x["task"], x["batch_size"], precision_of(x)
+
+
 def table(rows: list[dict]) -> list[str]:
-    header = ["arch", "task", "mode", "precision", "batch", "step ms [round spread]", "compile s", "samples/s", "GFLOP/s", "eff.",
+    header = ["arch", "task", "mode", "precision", "batch", "step ms [interval]", "verdict", "compile s", "samples/s", "GFLOP/s", "eff.",
               "peak MB", "first step vs the group's first row"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    verdicts = {ratio_key(x): x["verdict"] for x in jax_over_torch(rows)}
     for r in timed(rows):
-        lo, hi = r["step_ms_spread"]
+        lo, hi = r.get("step_ms_interval") or r["step_ms_spread"]
         unstable = " UNSTABLE" if r["unstable"] else ""
         lines.append("| " + " | ".join([
             row_label(r), r["task"], mode_label(r), precision_of(r), str(r["batch_size"]), f"{r['step_ms_median']:.3f} [{lo:.3f}-{hi:.3f}]{unstable}",
+            verdicts.get(ratio_key(r), "") if r.get("devices", 1) == 1 else "",
             f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['gflops_per_s']:.1f}", f"{r['efficiency']:.2f}",
             f"{r['peak_mem_mb']:.1f}", agreement(r),
         ]) + " |")
@@ -200,8 +266,8 @@ def fit_table(rows: list[dict]) -> list[str]:
 
 def summary_lines(results: dict) -> list[str]:
     s = results["summary"]
-    lines = [f"- {row_label(x)} {x['task']} batch {x['batch_size']}{precision_label(x)}: jax-jit / best torch step time = {x['median']:.2f} "
-             f"[{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s["jax_over_torch"]]
+    lines = [f"- {row_label(x)} {x['task']} batch {x['batch_size']}{precision_label(x)}: {x['verdict']}: jax-jit / best torch step time = "
+             f"{x['median']:.2f} [{interval_text(x)}] (torch's best: {x['torch_mode']})" for x in s["jax_over_torch"]]
     lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']} {x['mode']}: bfloat16 / float32 step time = {x['median']:.2f} "
               f"[{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s.get("bfloat16_over_float32", [])]
     lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']}{precision_label(x)}: {x['mode']} / {x['base_mode']} step time = "
@@ -217,6 +283,25 @@ def summary_lines(results: dict) -> list[str]:
               f"{', '.join(s['unstable'])}"] if s["unstable"] else []
     lines += [f"- DISAGREES with its group's first row: {', '.join(s['disagreements'])}"] if s["disagreements"] else []
     return lines + software_bfloat16_lines(results)
+
+
+def interval_text(x: dict) -> str:
+    """'low-high, 96% interval' or, with too few rounds for one, 'low-high over rounds' (the min-max)."""
+    if x.get("interval"):
+        return f"{x['interval'][0]:.2f}-{x['interval'][1]:.2f}, {x['coverage']:.0%} interval"
+    return f"{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds"
+
+
+def verdict_lines(results: dict) -> list[str]:
+    """The verdicts first: how many of each, the rule, and the ratio chart as text."""
+    ratios = results["summary"]["jax_over_torch"]
+    if not ratios:
+        return []
+    counts = ", ".join(f"{v} {sum(x['verdict'] == v for x in ratios)}" for v in (*VERDICTS, TOO_FEW_ROUNDS)
+                       if any(x["verdict"] == v for x in ratios))
+    method = results["summary"].get("verdict_method", verdict_method())
+    return [f"JAX / torch, step time ({counts}; {method['rule']}, at {method['confidence']:.0%} confidence):", "",
+            *ratio_chart_lines(ratios)]
 
 
 def software_bfloat16_lines(results: dict) -> list[str]:
@@ -251,18 +336,25 @@ def machine_lines(results: dict) -> list[str]:
     return lines + [
         f"- each configuration: {results['settings']['repeats']} interleaved rounds, at most {results['settings']['steps']} timed steps "
         f"and {results['settings']['max_time']:g} s over them (at least 3 a round), after {results['settings']['warmup']} warm-up steps; "
-        "step time = median over rounds of each round's median, [min-max of the round medians]",
+        "step time = median over rounds of each round's median, [its confidence interval, or the min-max with fewer than 6 rounds]",
     ]
 
 
 # ---------------------------------------------------------------- files
 def write(out: Path, results: dict) -> None:
+    """The verdicts and ratio chart first, then the table, summary and machine: on stdout, as Markdown, charts and report.html."""
+    from benchmarks import html_report
+
     rows = results["rows"]
-    lines = table(rows) + [""] + fit_table(rows) + [""] + summary_lines(results) + machine_lines(results)
+    verdicts = verdict_lines(results)
+    lines = verdicts + [""] * bool(verdicts) + table(rows) + [""] + fit_table(rows) + [""] + summary_lines(results) + machine_lines(results)
     print("\n".join(lines))
-    md = ["# Benchmark", ""] + machine_lines(results) + [""] + table(rows) + [""] + fit_table(rows) + [""] + summary_lines(results)
+    written = [out / "ratios.png"] if plot_ratios(out / "ratios.png", results) else []
+    md = ["# Benchmark", ""] + machine_lines(results) + [""] + (["```", *verdicts, "```", ""] if verdicts else []) + table(rows) + [""]
+    md += fit_table(rows) + [""] + summary_lines(results)
     (out / "results.md").write_text("\n".join(md) + "\n")
-    written = [out / "results.json", out / "results.md"]
+    html_report.write_run_page(out / "report.html", results)
+    written += [out / "report.html", out / "results.json", out / "results.md"]
     if timed(rows):
         plot_steps(out / "results.png", rows)
         written.append(out / "results.png")
@@ -282,6 +374,99 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+VERDICT_COLORS = {VERDICTS[0]: FRAMEWORK_COLORS["jax"], VERDICTS[1]: FRAMEWORK_COLORS["torch"], VERDICTS[2]: "#888888",
+                  TOO_FEW_ROUNDS: "#bbbbbb"}
+
+
+def ratio_name(x: dict) -> str:
+    return f"{row_label(x)} {x['task']} b{x['batch_size']}{precision_label(x)}"
+
+
+def ratio_chart_lines(ratios: list[dict], width: int = 41, span: float = 4.0) -> list[str]:
+    """The JAX/torch ratios as text: a log axis from 1/span to span, | at 1, the interval [---] and the median o."""
+    def column(value: float) -> int:
+        return round((min(max(math.log(value) / math.log(span), -1), 1) + 1) / 2 * (width - 1))
+
+    names = [ratio_name(x) for x in ratios]
+    pad = max(map(len, names), default=0)
+    lines = [f"{'':{pad}}  {'':18}  {'JAX faster <':>{width // 2 + 1}}|> torch faster (log axis, 1/{span:g} to {span:g})"]
+    for name, x in zip(names, ratios):
+        low, high = x["interval"] or x["spread"]
+        axis = ["."] * width
+        axis[column(1.0)] = "|"
+        for i in range(column(low), column(high) + 1):
+            axis[i] = "-"
+        axis[column(low)], axis[column(high)], axis[column(x["median"])] = "[", "]", "o"
+        lines.append(f"{name:{pad}}  {x['median']:5.2f} [{low:.2f}-{high:.2f}]  {''.join(axis)}  {x['verdict']}")
+    return lines
+
+
+def ratio_figure(results: dict):
+    """The answer as a picture: JAX/torch per architecture and task (left) and each mode over its framework's base step
+    (right), median and interval on a log axis, coloured by verdict; None when the rows hold no JAX/torch ratio."""
+    s = results["summary"]
+    ratios, modes = s.get("jax_over_torch", []), s.get("compiled_over_eager", []) + s.get("overhead_free", [])
+    if not ratios:
+        return None
+    plt = _pyplot()
+    sizes = [len(ratios)] + ([len(modes)] if modes else [])
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(9, 0.24 * sum(sizes) + 1.2 * len(sizes) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [n + 3 for n in sizes]})
+    panel(axes[0][0], ratios, [ratio_name(x) for x in ratios], [VERDICT_COLORS[x["verdict"]] for x in ratios],
+          "JAX's step / torch's best (jax-jit over the faster torch mode of each round)", ("JAX faster", "torch faster"))
+    if modes:
+        panel(axes[1][0], modes, [f"{ratio_name(x)} {x['mode']} / {x['base_mode']}" for x in modes],
+              [MODE_COLORS.get(x["mode"], "gray") for x in modes], "each mode's step over its framework's base step",
+              ("mode faster", "mode slower"))
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in VERDICT_COLORS.items()
+               if any(x["verdict"] == v for x in ratios)]
+    axes[0][0].legend(handles=handles, fontsize=7, loc="lower right")
+    method = s.get("verdict_method", {})
+    fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['cpus_available']} CPUs, {results.get('date', '')[:10]}\n"
+                 f"median and {method.get('confidence', CONFIDENCE):.0%} interval over {results['settings']['repeats']} rounds; "
+                 f"grey band: within {method.get('margin', MARGIN):.0%} of 1", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def panel(ax, ratios: list[dict], names: list[str], colors: list[str], title: str, sides: tuple[str, str]) -> None:
+    """One ratio panel: a point and interval (min-max where there is none) per entry, the line at 1 and the margin band."""
+    y = np.arange(len(ratios))[::-1]
+    medians = np.array([x["median"] for x in ratios])
+    low_high = np.array([x["interval"] or x["spread"] for x in ratios])
+    ax.errorbar(medians, y, xerr=[medians - low_high[:, 0], low_high[:, 1] - medians], fmt="none", ecolor=colors, elinewidth=2)
+    ax.scatter(medians, y, c=colors, zorder=3, s=18)
+    ax.axvspan(1 / (1 + MARGIN), 1 + MARGIN, color="#dddddd", zorder=0)
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.set_ylim(-0.7, len(ratios) - 0.3)
+    low, high = min(low_high.min(), 0.5), max(low_high.max(), 2.0)
+    ax.set_xlim(low / 1.1, high * 1.1)
+    ticks = [t for t in (0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5, 10) if low / 1.1 <= t <= high * 1.1]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(plt_null_formatter())
+    ax.set_xlabel(f"<- {sides[0]}        ratio (log)        {sides[1]} ->", fontsize=8)
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def plt_null_formatter():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
+def plot_ratios(path: Path, results: dict) -> bool:
+    """ratios.png from ratio_figure; False when there is nothing to draw."""
+    fig = ratio_figure(results)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return True
 
 
 def plot_steps(path: Path, rows: list[dict]) -> None:
@@ -356,19 +541,44 @@ def plot_fit(path: Path, rows: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------- two runs
-def measure(row: dict) -> tuple[float, float, float]:
-    """(value, low, high) of what a row times: the step (train, infer) or the whole training command (fit)."""
-    if row["task"] == "fit":
-        return row["wall_s"], row["wall_s"], row["wall_s"]
-    return row["step_ms_median"], *row["step_ms_spread"]
+def measure(row: dict) -> float:
+    """What a row times: the step in ms (train, infer) or the whole training command in s (fit)."""
+    return row["wall_s"] if row["task"] == "fit" else row["step_ms_median"]
 
 
-def diff_lines(old: dict, new: dict, old_path: Path, new_path: Path) -> list[str]:
-    """Row by row: new / old, and whether the change exceeds both runs' spreads.
+def normalised_rounds(row: dict) -> np.ndarray | None:
+    """A row's round medians in units of the driver's reference product timed just before each round (None for a fit row
+    or a file written before the reference was recorded): what a slower or faster machine moment changes in both alike."""
+    reference = row.get("reference_ms_rounds")
+    if row["task"] == "fit" or not reference or len(reference) != len(row["step_ms_rounds"]):
+        return None
+    return np.array(row["step_ms_rounds"]) / np.array(reference)
 
-    Rows match on arch, variant, task, mode, batch size and device; when each
-    file holds one device and they differ (a CPU run against a GPU run), on
-    all but the device.
+
+def interval_or_range(values: np.ndarray) -> list[float]:
+    """The median's confidence interval; with fewer than 6 values (too few for one), their min-max."""
+    interval = median_interval(values)
+    return [float(values.min()), float(values.max())] if interval is None else list(interval[:2])
+
+
+def changed(old: list[float] | None, new: list[float] | None, change: float | None) -> str | None:
+    """'slower' or 'faster' when the two intervals do not overlap and the change is beyond MARGIN, else None."""
+    if old is None or new is None or change is None or abs(math.log(change)) <= math.log(1 + MARGIN):
+        return None
+    return "slower" if new[0] > old[1] else "faster" if new[1] < old[0] else None
+
+
+DIFF_METHOD = (f"A row is flagged when its step time, in units of the reference product the driver timed before each round (a "
+               f"{MARGIN:.0%} margin aside), changed beyond both runs' {CONFIDENCE:.0%} intervals of the median: the reference cancels "
+               "what made the whole machine slower or faster between the runs. A JAX/torch ratio is flagged on the same rule.")
+
+
+def diff_records(old: dict, new: dict) -> dict:
+    """Row by row and ratio by ratio: old, new, new / old and whether that is a change (DIFF_METHOD).
+
+    Rows match on arch, variant, task, mode, precision, batch size and device;
+    when each file holds one device and they differ (a CPU run against a GPU
+    run), on all but the device.
     """
     devices = [sorted({r["device"] for r in results["rows"]}) for results in (old, new)]
     across = len(devices[0]) == len(devices[1]) == 1 and devices[0] != devices[1]  # one device each: CPU against GPU
@@ -377,53 +587,93 @@ def diff_lines(old: dict, new: dict, old_path: Path, new_path: Path) -> list[str
         return r["arch"], r["variant"], r["task"], r["mode"] + precision_label(r), r["batch_size"], "" if across else r["device"]
 
     old_rows, new_rows = {key(r): r for r in old["rows"]}, {key(r): r for r in new["rows"]}
+    records = [diff_row(old_rows[k], new_rows[k]) for k in old_rows if k in new_rows]
+    ratios = ratio_changes(old, new)
+    flagged = sum(r["flag"] is not None for r in records)
+    summary = [f"{flagged} of {len(records)} matched rows ({flagged / max(len(records), 1):.0%}) changed beyond the noise (the method below)"]
+    if ratios:
+        agree = sum(abs(x["change"] - 1) <= RATIO_AGREEMENT for x in ratios)
+        same = sum(x["old"]["verdict"] == x["new"]["verdict"] for x in ratios)
+        summary += [f"the JAX/torch ratios of {agree} of {len(ratios)} rows ({agree / len(ratios):.0%}) agree within {RATIO_AGREEMENT:.0%}",
+                    f"the verdicts of {same} of {len(ratios)} rows ({same / len(ratios):.0%}) are the same"]
 
-    def where(results: dict, path: Path) -> str:
+    def where(results: dict) -> str:
         devices = sorted({r["device_name"] for r in results["rows"]})
-        return f"{path}: {results['machine']['cpu']}; {', '.join(devices)}; " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items()))
+        return f"{results['machine']['cpu']}; {', '.join(devices)}; " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items()))
 
-    lines = [f"- old: {where(old, old_path)}", f"- new: {where(new, new_path)}"]
-    lines += [f"- matching {devices[0][0]} rows with {devices[1][0]} rows"] if across else []
-    lines += ["",
-             "| arch | task | mode | batch | old (ms, or s for fit) [spread] | new [spread] | new / old | beyond both spreads |",
-             "|---|---|---|---|---|---|---|---|"]
-    for k in [k for k in old_rows if k in new_rows]:
-        (o, o_lo, o_hi), (n, n_lo, n_hi) = measure(old_rows[k]), measure(new_rows[k])
-        changed = abs(n - o) > max(o_hi - o_lo, n_hi - n_lo)
-        lines.append(f"| {label(k[0], k[1])} | {k[2]} | {k[3]} | {k[4]} | {o:.3f} [{o_lo:.3f}-{o_hi:.3f}] | {n:.3f} [{n_lo:.3f}-{n_hi:.3f}] | "
-                     f"{n / o:.2f} | {'yes: ' + ('slower' if n > o else 'faster') if changed else 'no'} |")
-    for name, only in (("old", [k for k in old_rows if k not in new_rows]), ("new", [k for k in new_rows if k not in old_rows])):
-        if only:
-            lines.append(f"- only in the {name} file: " + ", ".join(describe_key(k) for k in only))
-    return lines + ratio_diff_lines(old, new)
+    return {"old": {"where": where(old)}, "new": {"where": where(new)}, "across_devices": across, "method": DIFF_METHOD,
+            "rows": records, "ratios": ratios, "summary": summary,
+            "only_old": [describe_key(k) for k in old_rows if k not in new_rows],
+            "only_new": [describe_key(k) for k in new_rows if k not in old_rows]}
+
+
+def diff_row(o: dict, n: dict) -> dict:
+    """One matched row of a diff: absolute and normalised new / old, each run's interval, and the flag.
+
+    Rows of files without the reference (written before it was recorded) are
+    judged on their round medians as they are, and say n/a for the normalised change.
+    """
+    old_value, new_value = measure(o), measure(n)
+    old_norm, new_norm = normalised_rounds(o), normalised_rounds(n)
+    normalised_change = None
+    if old_norm is not None and new_norm is not None:
+        normalised_change = float(np.median(new_norm) / np.median(old_norm))
+    elif o["task"] != "fit":
+        old_norm, new_norm = np.array(o["step_ms_rounds"]), np.array(n["step_ms_rounds"])
+    old_interval, new_interval = (interval_or_range(old_norm), interval_or_range(new_norm)) if o["task"] != "fit" else (None, None)
+    judged = normalised_change if normalised_change is not None else None if o["task"] == "fit" else new_value / old_value
+    return {**{k: o[k] for k in ("arch", "variant", "task", "mode", "batch_size")}, "precision": precision_of(o), "device": n["device"],
+            "old_ms": old_value, "new_ms": new_value, "change": new_value / old_value, "normalised_change": normalised_change,
+            "old_interval": old_interval, "new_interval": new_interval, "flag": changed(old_interval, new_interval, judged)}
+
+
+def ratio_changes(old: dict, new: dict) -> list[dict]:
+    """The two runs' JAX/torch ratios, matched, with their intervals and verdicts, recomputed from each file's rows."""
+    old_ratios = {ratio_key(x): x for x in jax_over_torch(old["rows"])}
+    out = []
+    for n in jax_over_torch(new["rows"]):
+        if (o := old_ratios.get(ratio_key(n))) is None:
+            continue
+        side = lambda x: {"median": x["median"], "interval": x["interval"] or x["spread"], "verdict": x["verdict"]}  # noqa: E731
+        change = n["median"] / o["median"]
+        flag = changed(side(o)["interval"], side(n)["interval"], change)
+        out.append({k: n[k] for k in ("arch", "variant", "task", "batch_size", "precision")} | {
+            "old": side(o), "new": side(n), "change": change, "flag": None if flag is None else "changed"})
+    return out
+
+
+def diff_lines(old: dict, new: dict, old_path: Path, new_path: Path) -> list[str]:
+    """The diff as Markdown: both files, the summary, the ratios, the rows, the unmatched rows and the method."""
+    d = diff_records(old, new)
+    lines = [f"- old: {old_path}: {d['old']['where']}", f"- new: {new_path}: {d['new']['where']}"]
+    lines += ["- matching the rows across devices (one device in each file)"] if d["across_devices"] else []
+    lines += [f"- {sentence}" for sentence in d["summary"]]
+    if d["ratios"]:
+        lines += ["", "| arch | task | batch | old jax-jit / best torch [interval] | old verdict | new | new verdict | new / old | changed |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {label(x['arch'], x['variant'])}{precision_label(x)} | {x['task']} | {x['batch_size']} | {ratio_text(x['old'])} | "
+                  f"{x['old']['verdict']} | {ratio_text(x['new'])} | {x['new']['verdict']} | {x['change']:.2f} | {x['flag'] or 'no'} |"
+                  for x in d["ratios"]]
+    lines += ["", "| arch | task | mode | batch | old (ms, or s for fit) | new | new / old | new / old, in reference units | changed |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        normalised = "n/a" if r["normalised_change"] is None else f"{r['normalised_change']:.2f}"
+        lines.append(f"| {label(r['arch'], r['variant'])} | {r['task']} | {r['mode']}{precision_label(r)} | {r['batch_size']} | "
+                     f"{r['old_ms']:.3f} | {r['new_ms']:.3f} | {r['change']:.2f} | {normalised} | {'yes: ' + r['flag'] if r['flag'] else 'no'} |")
+    for name in ("old", "new"):
+        if d[f"only_{name}"]:
+            lines.append(f"- only in the {name} file: " + ", ".join(d[f"only_{name}"]))
+    return lines + ["", d["method"]]
+
+
+def ratio_text(x: dict) -> str:
+    low, high = x["interval"]
+    return f"{x['median']:.2f} [{low:.2f}-{high:.2f}]"
 
 
 def describe_key(k: tuple) -> str:
     """arch, variant, task, mode, batch size and (unless the CPU) device, as the diff names a row."""
     return f"{label(k[0], k[1])} {k[2]} {k[3]} batch {k[4]}" + (f" {k[5]}" if k[5] not in ("", "cpu") else "")
-
-
-def ratio_diff_lines(old: dict, new: dict) -> list[str]:
-    """The two runs' JAX/torch ratios side by side, and how many agree within RATIO_AGREEMENT.
-
-    Ratios are formed within each run's rounds, so they cancel what slowed a
-    whole run down; two runs on one machine should agree on them far better
-    than on step times.
-    """
-    key = lambda x: (x["arch"], x["variant"], x["task"], x["batch_size"], precision_of(x))  # noqa: E731
-    old_ratios = {key(x): x for x in old.get("summary", {}).get("jax_over_torch", [])}
-    pairs = [(k, old_ratios[k], x) for x in new.get("summary", {}).get("jax_over_torch", []) if (k := key(x)) in old_ratios]
-    if not pairs:
-        return []
-    lines = ["", "| arch | task | batch | old jax-jit / best torch [rounds] | new | new / old |", "|---|---|---|---|---|---|"]
-    agree = 0
-    for (arch, variant, task, batch, _), o, n in pairs:
-        change = n["median"] / o["median"]
-        agree += abs(change - 1) <= RATIO_AGREEMENT
-        lines.append(f"| {label(arch, variant)}{precision_label(o)} | {task} | {batch} | {o['median']:.2f} [{o['spread'][0]:.2f}-{o['spread'][1]:.2f}] | "
-                     f"{n['median']:.2f} [{n['spread'][0]:.2f}-{n['spread'][1]:.2f}] | {change:.2f} |")
-    lines.append(f"- the JAX/torch ratios of {agree} of {len(pairs)} rows ({agree / len(pairs):.0%}) agree within {RATIO_AGREEMENT:.0%}")
-    return lines
 
 
 # ---------------------------------------------------------------- results pages
@@ -469,7 +719,10 @@ def headline_table(results: dict) -> list[str]:
         return f"`{key[0]}`" + (f" batch {key[1]}" if several["batch"] else "") + (f" {key[2]}" if several["precision"] else "")
 
     def cell(x):
-        return f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f}]" if x else ""
+        if not x:
+            return ""
+        low, high = x.get("interval") or x["spread"]
+        return f"{x['median']:.2f} [{low:.2f}-{high:.2f}] {x.get('verdict', '')}".rstrip()
 
     lines = ["| architecture | train: JAX / torch | infer: JAX / torch |", "|---|---|---|"]
     return lines + [f"| {name(k)} | {cell(v.get('train'))} | {cell(v.get('infer'))} |" for k, v in ratios.items()]
@@ -477,9 +730,18 @@ def headline_table(results: dict) -> list[str]:
 
 def headline(results: dict, json_link: str) -> list[str]:
     """The headline table and, under it, how it was measured, where and when, linking the results page beside `json_link`."""
-    return [*headline_table(results), "", f"JAX's step time (jax-jit) over torch's best mode's (below 1: JAX faster), median [min-max] over "
-                                          f"{results['settings']['repeats']} interleaved rounds. {provenance(results)}; "
+    return [*headline_table(results), "", f"JAX's step time (jax-jit) over torch's best mode's (below 1: JAX faster), median "
+                                          f"[{interval_name(results)}] over {results['settings']['repeats']} interleaved rounds, and the verdict "
+                                          f"([how](docs/benchmark.md#verdicts)). {provenance(results)}; "
                                           f"[results page]({json_link.removesuffix('.json')}.md)."]
+
+
+def interval_name(results: dict) -> str:
+    """What the brackets of a ratio hold: its confidence interval, or the min-max where the rounds are too few for one."""
+    ratios = results["summary"]["jax_over_torch"]
+    if ratios and all(x.get("interval") for x in ratios):
+        return f"{min(x['coverage'] for x in ratios):.0%} interval"
+    return "min-max"
 
 
 def results_page(results: dict, json_name: str) -> str:
@@ -488,7 +750,8 @@ def results_page(results: dict, json_name: str) -> str:
              f"Generated by `python benchmarks/compare.py --report docs/results/{json_name}` from that results file; do not edit.", "",
              f"- date: {results.get('date', 'not recorded')}; commit: {results.get('commit') or 'not recorded'}",
              *machine_lines(results), "", "## JAX / torch", "", *headline_table(results), "",
-             "JAX's step time (jax-jit) over torch's best mode's, round by round (below 1: JAX faster): median [min-max] over the rounds.",
+             f"JAX's step time (jax-jit) over torch's best mode's, round by round (below 1: JAX faster): median [{interval_name(results)}] "
+             "over the rounds, and the verdict.", "", "```", *verdict_lines(results), "```",
              "", "## Every row", "", *table(results["rows"])]
     fits = fit_table(results["rows"])
     lines += ["", "## Time to result", "", *fits] if fits else []
@@ -496,12 +759,11 @@ def results_page(results: dict, json_name: str) -> str:
 
 
 def write_results_page(results: dict, source: Path, folder: Path) -> list[Path]:
-    """docs/results/<stem>.md from `results`, with a copy of its results file beside it (unless it is that file)."""
+    """docs/results/<stem>.md from `results`, with its results file beside it (a copy, or the file itself rewritten)."""
     stem = page_stem(results)
     folder.mkdir(parents=True, exist_ok=True)
     json_path, page = folder / f"{stem}.json", folder / f"{stem}.md"
-    if source.resolve() != json_path.resolve():
-        json_path.write_text(json.dumps(results, indent=1) + "\n")
+    json_path.write_text(json.dumps(results, indent=1) + "\n")  # also over its source: the summary as this version computes it
     page.write_text(results_page(results, json_path.name))
     return [json_path, page]
 

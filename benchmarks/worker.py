@@ -260,13 +260,18 @@ class Configuration:
         """How many steps a round of max_steps / max_time takes at the warm-up's steady pace (at least MIN_STEPS)."""
         return max(MIN_STEPS, min(max_steps, int(max_time / max(self.steady, 1e-9))))
 
+    def fullgraph(self) -> dict:
+        """torch.compile's fullgraph, in the settings of a torch row that compiles: whether its step is one graph."""
+        compiles = self.cfg["mode"].startswith("torch-compile")
+        return {"fullgraph": self.fn.fullgraph} if compiles else {}
+
     def finish(self) -> dict:
         result = {
             "peak_mem_mb": self.memory.peak,
             "peak_mem_method": self.memory.method,
             "device_name": self.backend.device_name(),
             "versions": self.backend.versions(),
-            "settings": self.backend.settings(),
+            "settings": {**self.backend.settings(), **self.fullgraph()},
         }
         if self.cfg["task"] == "train":
             result["final_loss"] = losses_of(self.last_step(self.backend.to_numpy(self.last)))
@@ -337,12 +342,24 @@ def preload(framework: str) -> None:
         import torch._dynamo  # noqa: F401 - torch.optim imports it on the first optimizer (3-4 s)
 
         import torch_impl.training  # noqa: F401
+
+        preload_inductor()
     else:
         from jax._src import xla_bridge
 
         import jax_impl.training  # noqa: F401
 
         assert not xla_bridge._backends, "importing the JAX side started a backend: forking it would not be safe"
+
+
+def preload_inductor() -> None:
+    """What every torch-compile process would do again on its first compile: import inductor, probe the C++ compiler's
+    vector instructions and hash torch's sources for the cache key (about 2.5 s a process on a 2-core VM)."""
+    import torch._inductor.compile_fx  # noqa: F401
+    from torch._inductor import codecache, cpu_vec_isa
+
+    cpu_vec_isa.pick_vec_isa()
+    codecache.torch_key()
 
 
 def fork_server(framework: str, threads: int, fd: int) -> None:

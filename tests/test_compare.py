@@ -168,28 +168,28 @@ def test_resume_refuses_other_settings_and_folders_without_results(sweep, tmp_pa
     one_line_error(compare("--arch", "mlp", "--out", str(tmp_path), "--resume"), "--resume", "does not exist")
 
 
-def test_diff_marks_changes_beyond_both_spreads_and_lists_unmatched_rows(sweep, tmp_path):
-    """The sweep's rows with spreads of +-20% (old), and the same with JAX's steps 3x slower and one row gone (new):
-    a change of 2 medians is beyond both spreads (0.4 and 1.2 medians wide), no change is not."""
+def test_diff_marks_changes_beyond_both_intervals_and_lists_unmatched_rows(sweep, tmp_path):
+    """The sweep's rows (old), and the same with JAX's steps 3x slower in every round and one row gone (new): a change
+    beyond both runs' round ranges (2 rounds: too few for an interval), and no change, in the same reference units."""
     old = json.loads(json.dumps(sweep[0]))
-    for r in old["rows"]:
-        r["step_ms_spread"] = [0.8 * r["step_ms_median"], 1.2 * r["step_ms_median"]]
     new = json.loads(json.dumps(old))
     for r in new["rows"]:
         if r["framework"] == "jax":
             r["step_ms_median"] *= 3
-            r["step_ms_spread"] = [3 * v for v in r["step_ms_spread"]]
+            r["step_ms_rounds"] = [3 * v for v in r["step_ms_rounds"]]
     dropped = new["rows"].pop(0)
     (tmp_path / "old.json").write_text(json.dumps(old))
     (tmp_path / "new.json").write_text(json.dumps(new))
-    proc = compare("--diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
+    proc = compare("--diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--out", str(tmp_path / "diff"))
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("| mlp |")]
     jax_lines = [line for line in lines if "| jax-jit |" in line]
     torch_lines = [line for line in lines if "| torch-eager |" in line]
-    assert len(jax_lines) == 4 and all("| 3.00 | yes: slower |" in line for line in jax_lines), jax_lines
-    assert len(torch_lines) == 3 and all("| 1.00 | no |" in line for line in torch_lines), torch_lines
+    assert len(jax_lines) == 4 and all("| 3.00 | 3.00 | yes: slower |" in line for line in jax_lines), jax_lines
+    assert len(torch_lines) == 3 and all("| 1.00 | 1.00 | no |" in line for line in torch_lines), torch_lines
     assert f"only in the old file: mlp {dropped['task']} {dropped['mode']} batch {dropped['batch_size']}" in proc.stdout
+    assert "4 of 7 matched rows (57%) changed beyond the noise" in proc.stdout
+    assert (tmp_path / "diff" / "diff.html").read_text().count("slower") >= 4
 
 
 def test_a_worker_takes_its_configuration_as_its_first_json_line():
@@ -211,6 +211,8 @@ def test_diff_of_what_is_not_a_results_file_is_a_one_line_error(sweep, tmp_path)
     one_line_error(compare("--diff", str(tmp_path / "bad.json"), str(good)), "bad.json", "not a results file")
     (tmp_path / "list.json").write_text("[]")
     one_line_error(compare("--diff", str(good), str(tmp_path / "list.json")), "list.json", "schema_version")
+    locked = unwritable_folder(tmp_path)
+    one_line_error(compare("--diff", str(good), str(good), "--out", str(locked)), "--diff: cannot write", "diff.html")
 
 
 def test_the_results_file_says_when_where_and_at_which_commit(sweep):
@@ -235,13 +237,14 @@ def test_report_writes_the_results_page_and_the_readme_headline(sweep, tmp_path)
     assert proc.returncode == 0, proc.stderr
     stem = report.page_stem(results)
     page = (tmp_path / "pages" / f"{stem}.md").read_text()
-    assert json.loads((tmp_path / "pages" / f"{stem}.json").read_text()) == results
+    assert json.loads((tmp_path / "pages" / f"{stem}.json").read_text()) == {**results, "summary": report.summary(results["rows"])}
     assert stem.endswith(results["date"][:10]) and results["machine"]["cpu"] in page and (results["commit"] or "not recorded") in page
     assert results["command"] in page and f"jax {results['versions']['jax']}" in page and f"torch {results['versions']['torch']}" in page
     for x in results["summary"]["jax_over_torch"]:
         column = 1 if x["task"] == "train" else 2
         (line,) = [line for line in page.splitlines() if line.startswith(f"| `mlp` batch {x['batch_size']} |")]
-        assert [cell.strip() for cell in line.strip("|").split("|")][column] == f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f}]"
+        cell = f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f}] too few rounds"  # 2 rounds: the min-max, no verdict
+        assert [cell.strip() for cell in line.strip("|").split("|")][column] == cell
     text = readme.read_text()
     assert text.startswith("# A project\n\n<!-- headline: generated from pages/") and text.endswith("<!-- /headline -->\n\n## After\n")
     assert "old table" not in text and f"[results page](pages/{stem}.md)" in text and "| `mlp` batch 8 |" in text
@@ -380,6 +383,7 @@ def test_the_per_name_warm_up_compiles_every_name_length():
         (["--arch", "mlp", "--mode", "torch-ddp", "jax-sharded"], ["data-parallel modes run with --devices N"]),
         (["--arch", "mlp", "--mode", "torch-compile-cudagraphs"], ["--mode torch-compile-cudagraphs: CUDA graphs need a GPU (--device gpu)"]),
         (["--arch", "mlp", "--precision", "float16"], ["--precision", "float16"]),
+        (["--arch", "mlp", "--compile-mode", "fastest"], ["--compile-mode", "fastest"]),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, words, tmp_path):
@@ -457,7 +461,7 @@ def test_diff_matches_across_devices_when_each_file_has_one():
     gpu = {"machine": {"cpu": "a CPU"}, "versions": {},
            "rows": [{**made_up("jax-jit", 64, [1.0]), "device": "gpu", "device_name": "a GPU"}]}
     lines = report.diff_lines(cpu, gpu, "cpu.json", "gpu.json")
-    assert any("| 0.10 | yes: faster |" in line for line in lines) and not any("only in" in line for line in lines)
+    assert any("| 0.10 | n/a | yes: faster |" in line for line in lines) and not any("only in" in line for line in lines)
 
 
 def test_bfloat16_and_scan_rows_agree_and_are_timed_against_their_float32_and_jit_rows(tmp_path):
@@ -522,3 +526,59 @@ def test_the_compile_mode_is_chosen_recorded_per_row_and_kept_by_a_resume(tmp_pa
     assert "torch.compile mode of the torch-compile rows: reduce-overhead" in stdout
     one_line_error(compare(*args, "--compile-mode", "max-autotune", "--resume", "--out", str(tmp_path)), "compile_mode", "reduce-overhead")
     one_line_error(compare("--compile-mode", "fastest"), "--compile-mode")
+
+
+# ---------------------------------------------------------------- verdicts and the diff's judgement, on made-up rounds
+def test_the_median_interval_is_scipys_sign_test_interval_and_covers_the_median_as_often_as_it_says():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for n in (6, 7, 10, 12, 15, 24):
+        x = rng.lognormal(size=n)
+        low, high, coverage = report.median_interval(x)
+        expected = stats.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(report.CONFIDENCE)
+        assert (low, high) == (expected.low, expected.high)
+        assert coverage >= report.CONFIDENCE
+    assert report.median_interval(np.ones(5)) is None  # 2 x 1/32 > 5%: no interval from 5 values
+    samples = rng.lognormal(size=(4000, 12))  # true median 1: the interval holds it in its coverage of the draws, 96.1%
+    covered = np.mean([low <= 1 <= high for low, high, _ in map(report.median_interval, samples)])
+    assert abs(covered - report.median_interval(samples[0])[2]) < 0.015
+
+
+def rounds_of(ratio: float, noise: float, n: int = 12, seed: int = 0) -> list[float]:
+    return list(ratio * np.exp(np.random.default_rng(seed).normal(0, noise, n)))
+
+
+def test_the_verdict_needs_the_whole_interval_beyond_the_margin():
+    def verdict(jax_rounds):
+        rows = [made_up("torch-eager", 64, [10.0] * len(jax_rounds)), made_up("jax-jit", 64, [10 * r for r in jax_rounds])]
+        (x,) = report.jax_over_torch(rows)
+        return x["verdict"]
+
+    assert verdict(rounds_of(0.8, 0.02)) == "JAX faster" and verdict(rounds_of(1.25, 0.02)) == "torch faster"
+    assert verdict(rounds_of(1.02, 0.01)) == "no clear difference"  # sure, but within the 5% margin
+    assert verdict(rounds_of(1.3, 0.5)) == "no clear difference"  # beyond it, but the rounds are too noisy to say
+    assert verdict([0.5, 0.5, 0.5]) == "too few rounds"
+
+
+def with_reference(row: dict, reference: list[float]) -> dict:
+    return {**row, "reference_ms_rounds": reference, "device_name": "cpu"}
+
+
+def two_runs(old_rounds, new_rounds, old_reference, new_reference) -> dict:
+    runs = [{"machine": {"cpu": "a CPU"}, "versions": {},
+             "rows": [with_reference(made_up(mode, 64, [r * scale for r in rounds]), reference) for mode, scale in
+                      (("torch-eager", 1.0), ("jax-jit", 0.5))]}
+            for rounds, reference in ((old_rounds, old_reference), (new_rounds, new_reference))]
+    return report.diff_records(*runs)
+
+
+def test_the_diff_cancels_a_slower_machine_and_flags_a_slower_configuration():
+    """A machine 40% slower in the new run (the reference product too) flags nothing; the steps 1.8x slower with the
+    machine as it was (what --threads 1 does to a 2-core step) flags every row."""
+    old, reference = rounds_of(10.0, 0.03), rounds_of(1.0, 0.03, seed=1)
+    loaded = two_runs(old, [1.4 * t for t in rounds_of(10.0, 0.03, seed=2)], reference, [1.4 * r for r in rounds_of(1.0, 0.03, seed=3)])
+    assert [r["flag"] for r in loaded["rows"]] == [None, None] and all(r["change"] > 1.3 for r in loaded["rows"])
+    slower = two_runs(old, [1.8 * t for t in rounds_of(10.0, 0.03, seed=2)], reference, rounds_of(1.0, 0.03, seed=3))
+    assert [r["flag"] for r in slower["rows"]] == ["slower", "slower"]
+    assert slower["summary"][0].startswith("2 of 2 matched rows (100%)")

@@ -94,13 +94,13 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def compiled(fn: Callable, mode: str, device: torch.device, compile_mode: str = "default") -> Callable:
+def compiled(fn: Callable, mode: str, device: torch.device, compile_mode: str = "default", fullgraph: bool = False) -> Callable:
     """fn as the mode runs it: itself (torch-eager, torch-ddp) or torch.compile'd, one graph per input shape.
 
     torch-compile is torch.compile(mode=compile_mode) (COMPILE_MODES: "default",
     "reduce-overhead", "max-autotune"); torch-compile-cudagraphs is
     torch.compile(mode="reduce-overhead"): each graph replayed as a CUDA graph,
-    without a kernel launch from Python.
+    without a kernel launch from Python. fullgraph=True: a graph break is an error.
     """
     if mode not in (*MODES, DATA_PARALLEL_MODE):
         raise UserError(f"--mode {mode}: torch supports {', '.join(MODES)} (and {DATA_PARALLEL_MODE} on several processes)")
@@ -113,8 +113,8 @@ def compiled(fn: Callable, mode: str, device: torch.device, compile_mode: str = 
     # after which torch would silently run eager.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     if mode == "torch-compile":
-        return torch.compile(fn, dynamic=False, mode=None if compile_mode == "default" else compile_mode)
-    graphed = torch.compile(fn, dynamic=False, mode="reduce-overhead")
+        return torch.compile(fn, dynamic=False, mode=None if compile_mode == "default" else compile_mode, fullgraph=fullgraph)
+    graphed = torch.compile(fn, dynamic=False, mode="reduce-overhead", fullgraph=fullgraph)
 
     def replay(*args):
         # A new step: the graphs may overwrite the outputs of the last replay, so what the caller keeps is copied.
@@ -137,7 +137,11 @@ class CompiledStep:
     torch-ddp: the step of one of several processes, on its slice of the
     global batch, through DistributedDataParallel (distributed.replicated);
     it returns the global batch's losses, the mean of every process's.
+    Compiled without fullgraph: dynamo does not trace Optimizer.zero_grad, so
+    every training step breaks its graph there and compiles in pieces.
     """
+
+    fullgraph = False
 
     def __init__(self, step_fn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, mode: str = "torch-eager",
                  parallel: Parallel | None = None, networks: dict[str, bool] | None = None, precision: str = "float32",
@@ -163,12 +167,15 @@ class CompiledInference:
     """An inference function (model, *batch) bound to its model in eval mode, without autograd, eager or torch.compile'd.
 
     The benchmark's inference step; the model is put in eval mode for good
-    (unlike Backend.predict, which restores it).
+    (unlike Backend.predict, which restores it). Compiled with fullgraph=True:
+    every architecture's inference is one graph.
     """
+
+    fullgraph = True
 
     def __init__(self, fn, model: torch.nn.Module, mode: str = "torch-eager", precision: str = "float32", compile_mode: str = "default"):
         device = next(model.parameters()).device
-        self.fn = compiled(in_precision(fn, device, precision), mode, device, compile_mode)
+        self.fn = compiled(in_precision(fn, device, precision), mode, device, compile_mode, self.fullgraph)
         self.model = model.eval()
 
     def __call__(self, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
