@@ -25,10 +25,15 @@ run keeps what it measured and --resume continues it. See docs/benchmark.md.
 """
 from __future__ import annotations
 
+import os
+
+# Before numpy loads OpenBLAS: its threads then sleep as soon as the driver's reference product (reference_ms) is done,
+# instead of spinning into the next process's round (they slowed the step timed right after by 12-20%).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 import contextlib
 import datetime
 import json
-import os
 import platform
 import shlex
 import signal
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +100,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--repeats", type=positive_int, default=12,
                    help="rounds per configuration, interleaved across the modes (6 at least for a verdict; docs/benchmark.md)")
     p.add_argument("--steps", type=positive_int, default=1000, help="timed steps per configuration at most, over all rounds")
-    p.add_argument("--max-time", type=positive_float, default=2.0, help="seconds of timed steps per configuration at most (at least 3 steps a round)")
+    p.add_argument("--max-time", type=positive_float, default=1.5, help="seconds of timed steps per configuration at most (at least 3 steps a round)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (the first one compiles)")
     p.add_argument("--threads", type=positive_int, default=len(os.sched_getaffinity(0)), help="CPU threads for every configuration")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial weights and batches, 0 to 2^63 - 1")
@@ -460,17 +466,16 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
         for w in workers:
             w.expect("loaded")
         phases["load_s"], began = time.perf_counter() - began, time.perf_counter()
-        ready = {}
-        for w in workers:
-            progress.set_postfix_str(f"{w.name} batch {batch_size}: compiling")
-            ready[w.name] = w.command("warmup", "ready")
-            time.sleep(HANDOFF_PAUSE_S)
+        progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: compiling, " + " beside ".join(
+            dict.fromkeys(w.cfg["framework"] for w in workers)))
+        ready = warm_up(workers)
         phases["warmup_s"], began = time.perf_counter() - began, time.perf_counter()
         rounds, reference = {w.name: [] for w in workers}, []
         per_round = {"max_steps": -(-args.steps // args.repeats), "max_time": args.max_time / args.repeats}
         for r in range(args.repeats):
             progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: round {r + 1}/{args.repeats}")
             reference.append(reference_ms())
+            time.sleep(HANDOFF_PAUSE_S)
             for w in workers if r % 2 == 0 else workers[::-1]:  # A B C, C B A, ...: a slow moment of the machine hits every mode alike
                 rounds[w.name].append(w.command("round", "round", **per_round)["times"])
                 time.sleep(HANDOFF_PAUSE_S)
@@ -485,6 +490,24 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
         row["reference_ms_rounds"] = reference
     check_agreement(rows, tmp)
     return rows
+
+
+def warm_up(workers: list[Worker]) -> dict[str, dict]:
+    """Each worker's warm-up (its compilation), the frameworks side by side: one lane per framework, its processes one
+    at a time: JAX's compiler works while torch's waits on g++. Nothing is timed meanwhile but the warm-up calls, whose
+    compile_s therefore includes the other lane's share of the cores (docs/benchmark.md, "Warm-up")."""
+    lanes = {}
+    for w in workers:
+        lanes.setdefault(w.cfg["framework"], []).append(w)
+
+    def lane(members: list[Worker]) -> dict[str, dict]:
+        return {w.name: w.command("warmup", "ready") for w in members}
+
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        done = [pool.submit(lane, members) for members in lanes.values()]
+        ready = {name: event for future in done for name, event in future.result().items()}  # a worker's error raises here
+    time.sleep(HANDOFF_PAUSE_S)
+    return ready
 
 
 def reference_ms() -> float:
@@ -516,7 +539,7 @@ def make_row(cfg: dict, ready: dict, rounds: list[list[float]], done: dict, peak
         "step_ms_p10": 1e3 * float(np.percentile(every, 10)),
         "step_ms_p90": 1e3 * float(np.percentile(every, 90)),
         "unstable": (interval[1] - interval[0] if interval else max(round_medians) - min(round_medians)) > UNSTABLE_SPREAD * step_s,
-        "compile_s": ready["compile_s"],
+        "compile_s": sum(max(seconds - steps * step_s, 0.0) for seconds, steps in ready["warmup_calls"]),
         "warmup_steps": ready["warmup_steps"],
         "samples_per_s": cfg["batch_size"] / step_s,
         "flops_per_step": flops,

@@ -114,8 +114,11 @@ def write(path: Path, text: str) -> None:
 # ---------------------------------------------------------------- charts
 def svg(fig, prefix: str) -> str:
     """A matplotlib figure as inline SVG: no XML prolog, doctype or metadata, its ids prefixed so that several on a page stay apart."""
+    import matplotlib
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as <text>, not as paths: a tenth of the size
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     report._pyplot().close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
@@ -191,10 +194,6 @@ def ratio_section(results: dict) -> str:
     return section("ratios", "The ratios", body)
 
 
-def verdict_key(x: dict) -> tuple:
-    return x["arch"], x["variant"], x["task"], x["batch_size"], report.precision_of(x)
-
-
 def step_text(r: dict) -> str:
     """Median step, with its confidence interval [lo-hi], or the round spread (lo-hi) where the rounds were too few for one."""
     if r.get("step_ms_interval"):
@@ -203,10 +202,10 @@ def step_text(r: dict) -> str:
 
 
 def rows_section(rows: list[dict], entries: list[dict]) -> str:
-    verdicts = {verdict_key(x): x["verdict"] for x in entries}
+    verdicts = {report.ratio_key(x): x["verdict"] for x in entries}
     body = []
     for r in report.timed(rows):
-        v, unstable = verdicts.get(verdict_key(r), ""), " unstable" if r.get("unstable") else ""
+        v, unstable = verdicts.get(report.ratio_key(r), ""), " unstable" if r.get("unstable") else ""
         numbers = [r["batch_size"], step_text(r) + unstable, f"{r['compile_s']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['peak_mem_mb']:.1f}"]
         body.append(f"<tr>{cell(report.row_label(r))}{cell(r['task'])}{cell(report.mode_label(r))}{cell(report.precision_of(r))}"
                     + "".join(map(num, numbers)) + (verdict_cell(v) if v else cell("")) + "</tr>")

@@ -208,16 +208,17 @@ class Configuration:
         return out
 
     def warm_up(self) -> dict:
-        """Run the warm-up batches; their time beyond steady steps is compilation (recompilations included)."""
+        """Run the warm-up batches and say how long each call took: the driver counts their time beyond the row's median
+        step as compilation (recompilations included)."""
         times, first = [], None
         for batch, steps in self.warm:
             start = time.perf_counter()
             out = self.call(batch)
-            times.append((time.perf_counter() - start, steps))
+            times.append([time.perf_counter() - start, steps])
             first = out if first is None else first
-        steady = self.steady = self.steady_step_s()
+        self.steady = times[-1][0] / times[-1][1]  # the pace a torch-ddp round's step count is set from
         self.memory.trim()
-        result = {"warmup_steps": sum(steps for _, steps in self.warm), "compile_s": sum(max(t - steps * steady, 0.0) for t, steps in times)}
+        result = {"warmup_steps": sum(steps for _, steps in self.warm), "warmup_calls": times}
         if self.cfg["task"] == "train":
             result["first_loss"] = losses_of(self.first_step(self.backend.to_numpy(first)))
         else:
@@ -225,11 +226,6 @@ class Configuration:
 
             np.savez(self.cfg["outputs"], **self.backend.to_numpy(first))
         return result
-
-    def steady_step_s(self) -> float:
-        """The median of a few steps after the warm-up, the yardstick for its compile time."""
-        times = self.timed_steps(MIN_STEPS, float("inf"))
-        return sorted(times)[len(times) // 2]
 
     def first_step(self, losses):
         """A call's first step's losses (jax-scan's calls return each of their steps')."""
@@ -257,7 +253,7 @@ class Configuration:
         return times
 
     def steps_within(self, max_steps: int, max_time: float) -> int:
-        """How many steps a round of max_steps / max_time takes at the warm-up's steady pace (at least MIN_STEPS)."""
+        """How many steps a round of max_steps / max_time takes at the pace of the last warm-up call (at least MIN_STEPS)."""
         return max(MIN_STEPS, min(max_steps, int(max_time / max(self.steady, 1e-9))))
 
     def fullgraph(self) -> dict:
