@@ -64,7 +64,7 @@ IMPORT_NAMES = {"pytest-xdist": "xdist"}  # distribution -> module, where they d
 PARITY_FILES = "tests/test_parity_*.py"
 PARITY_SHARE = 0.4  # of the time left after the environment: the parity tests (compile-bound), the benchmark gets the rest
 TABLE_SHARE = 0.7  # of the time left after the parity tests: the first benchmark run (the table), the second gets the rest
-BENCHMARK_LIMITS = ("--repeats", "2", "--max-time", "1")  # two rounds of at most 1 s a configuration, so that most of the table fits
+BENCHMARK_LIMITS = ("--repeats", "6", "--max-time", "1")  # 6 rounds (the fewest with a verdict), 1 s a configuration: most of the table fits
 # After SIGINT: pytest writes its report, compare.py stops its workers (its rows are on disk already: it saves after every group).
 INTERRUPT_GRACE_S = 15.0
 RESERVE_S = INTERRUPT_GRACE_S + 10  # kept back from the last step: its interruption and the summary

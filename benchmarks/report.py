@@ -279,7 +279,7 @@ def summary_lines(results: dict) -> list[str]:
               f"{x['scaling_efficiency']:.2f}" for x in s.get("data_parallel", [])]
     lines += [f"- {row_label(x)} {x['task']} {x['mode']}{precision_label(x)}: samples/s " + saturation(x) + " ("
               + ", ".join(f"{b}: {v:,.0f}" for b, v in x["samples_per_s"].items()) + ")" for x in s["scaling"]]
-    lines += [f"- unstable (round medians more than 10% apart): {len(s['unstable'])} of {len(timed(results['rows']))} rows: "
+    lines += [f"- unstable (the median's interval wider than 10% of it): {len(s['unstable'])} of {len(timed(results['rows']))} rows: "
               f"{', '.join(s['unstable'])}"] if s["unstable"] else []
     lines += [f"- DISAGREES with its group's first row: {', '.join(s['disagreements'])}"] if s["disagreements"] else []
     return lines + software_bfloat16_lines(results)
