@@ -1,6 +1,6 @@
 """How near the truth the CNN's float32 gradients are, with each of YNNPACK's fusion types turned off in XLA:CPU.
 
-    python -m benchmarks.repro.ynn_precision          # from the repository root; about a minute on 2 cores
+    python -m benchmarks.repro.ynn_precision          # from the repository root; about 2 minutes on 2 cores
 
 For every setting of --xla_cpu_experimental_ynn_fusion_type (XLA's default, all off, and the default without one
 type) it starts a process with that XLA_FLAGS, takes the CNN's loss gradient on 2 seeds x 2 batches of the
