@@ -69,7 +69,7 @@ HANDOFF_PAUSE_S = 0.02  # between two processes' rounds: the last one's spinning
 REFERENCE_N, REFERENCE_CALLS = 512, 11  # the driver's yardstick before each round: 11 float32 512x512 matmuls (~15 ms on 2 cores)
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("arch", "variant", "task", "mode", "precision", "batch_size")  # a row's identity, within a results file and across two
-PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "repeats", "steps", "max_time",
+PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "repeats", "processes", "steps", "max_time",
              "warmup", "threads", "seed", "xla_flags", "compile_mode", "fit_epochs", "devices")  # what --resume must find unchanged
 COLUMNS = [
     "arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "threads", "repeats",
@@ -99,6 +99,8 @@ def build_parser() -> ArgumentParser:
                    help="one or more (a sweep); default: each architecture's training batch size (the per-name RNN always takes 1)")
     p.add_argument("--repeats", type=positive_int, default=12,
                    help="rounds per configuration, interleaved across the modes (6 at least for a verdict; docs/benchmark.md)")
+    p.add_argument("--processes", type=positive_int, default=1,
+                   help="processes per configuration, one after the other, the rounds split between them (default 1; docs/benchmark.md)")
     p.add_argument("--steps", type=positive_int, default=1000, help="timed steps per configuration at most, over all rounds")
     p.add_argument("--max-time", type=positive_float, default=1.5, help="seconds of timed steps per configuration at most (at least 3 steps a round)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (the first one compiles)")
@@ -231,7 +233,7 @@ def plan_settings(args, configs: list[dict]) -> dict:
         "arch": sorted({c["arch"] for c in configs}), "variant": sorted({c["variant"] for c in configs}),
         "task": sorted(args.task), "framework": sorted(args.framework), "mode": sorted({c["mode"] for c in configs}),
         "precision": sorted(args.precision),
-        "device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, "steps": args.steps,
+        "device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, "processes": args.processes, "steps": args.steps,
         "max_time": args.max_time, "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
         "xla_flags": xla_flags(args), "compile_mode": args.compile_mode, "fit_epochs": args.fit_epochs, "devices": args.devices,
     }
@@ -262,6 +264,7 @@ def load_results(path: Path, what: str) -> dict:
             raise UserError(f"{what} {path}: a row without {', '.join(KEY)}")
     results.setdefault("settings", {}).setdefault("precision", [PRECISIONS[0]])
     results["settings"].setdefault("compile_mode", COMPILE_MODES[0])  # written before it was a flag: torch.compile's default
+    results["settings"].setdefault("processes", 1)  # written before it was a flag: one process per configuration
     return results
 
 
@@ -419,11 +422,10 @@ def free_port() -> int:
 def worker_env(framework: str, flags: str, tmp: Path) -> dict:
     """The environment of a framework's processes: XLA's flags, and a JAX compilation cache of this run.
 
-    Within one run no two configurations compile the same training or
-    inference step (each is one architecture, variant, task and batch size),
-    so the cache serves only the small programs that initialise the models,
-    which every process of an architecture compiles anew (4-9 s of a JAX
-    process's start on a 2-core VM); compile_s stays the step's own.
+    The cache serves the small programs that initialise the models, which every
+    process of an architecture compiles anew (4-9 s of a JAX process's start on
+    a 2-core VM), and a configuration's later processes (--processes) their
+    step; compile_s is the first process's, which compiles it.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
     if framework == "jax":
@@ -442,11 +444,10 @@ def measure_peak(framework: str, args, tmp: Path, server: ForkServer) -> float:
 
 
 def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, progress, phases: dict) -> list[dict]:
-    """Load the group's processes side by side, warm them up one by one, time them in interleaved rounds.
+    """The group's rounds, split over `--processes` generations of its processes, one generation after the other.
 
-    `phases` gets the wall seconds of each phase (load, warmup, rounds), where a run's time goes.
+    `phases` gets the wall seconds of each phase (load, warmup, rounds) over the generations, where a run's time goes.
     """
-    began = time.perf_counter()
     from benchmarks.inputs import count_flops, write_initial_weights
 
     arch, variant, batch_size = group_key(group[0])
@@ -455,41 +456,56 @@ def run_group(group: list[dict], args, tmp: Path, servers: dict, peaks: dict, pr
         write_initial_weights(arch, variant, args.seed, init)
     flops = {t: count_flops(arch, variant, t, batch_size, args.seed) for t in dict.fromkeys(c["task"] for c in group)}
     hp = HPARAMS[arch][variant]
+    cfgs = [{**c, "job": "step", "warmup": max(args.warmup, 1), "threads": args.threads, "seed": args.seed, "lr": hp.lr,
+             "compile_mode": args.compile_mode, "init": str(init), "outputs": str(tmp / outputs_file(c))} for c in group]
+    shares = [list(s) for s in np.array_split(range(args.repeats), min(args.processes, args.repeats))]
+    where = f"{label(arch, variant)} batch {batch_size}"
+    generations = [run_generation(cfgs, share, where + (f", process {i + 1}/{len(shares)}" if len(shares) > 1 else ""), args, tmp, servers,
+                                  progress, phases) for i, share in enumerate(shares)]
+    rows = []
+    for i, cfg in enumerate(cfgs):
+        ours = [g[i] for g in generations]
+        rounds = [times for g in ours for times in g["rounds"]]
+        done = {**ours[-1]["done"], "peak_mem_mb": max(g["done"]["peak_mem_mb"] for g in ours)}
+        row = make_row(cfg, ours[0]["ready"], rounds, done, peaks[cfg["framework"]], flops[cfg["task"]])  # compile_s: the first, cold
+        row.update(processes=len(ours), worker_pids=[g["pid"] for g in ours], reference_ms_rounds=[r for g in generations for r in g[0]["reference"]])
+        rows.append(row)
+    check_agreement(rows, tmp)
+    return rows
+
+
+def run_generation(cfgs: list[dict], share: list[int], where: str, args, tmp: Path, servers: dict, progress, phases: dict) -> list[dict]:
+    """One process per configuration: load them side by side, warm them up, time them in the interleaved rounds `share`
+    (A B C, C B A, ... by round number), finish them. Per configuration: its pid, ready and done events, round times and
+    the reference before each round."""
+    began = time.perf_counter()
     workers = []
     try:
-        for c in group:
-            cfg = {**c, "job": "step", "warmup": max(args.warmup, 1), "threads": args.threads, "seed": args.seed, "lr": hp.lr,
-                   "compile_mode": args.compile_mode,
-                   "init": str(init), "outputs": str(tmp / outputs_file(c))}
-            workers.append(Worker(cfg, tmp, servers[c["framework"]]))
-        progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: loading {len(workers)} processes")
+        for cfg in cfgs:
+            workers.append(Worker(cfg, tmp, servers[cfg["framework"]]))
+        progress.set_postfix_str(f"{where}: loading {len(workers)} processes")
         for w in workers:
             w.expect("loaded")
-        phases["load_s"], began = time.perf_counter() - began, time.perf_counter()
-        progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: compiling, " + " beside ".join(
+        phases["load_s"], began = phases.get("load_s", 0.0) + time.perf_counter() - began, time.perf_counter()
+        progress.set_postfix_str(f"{where}: compiling, " + " beside ".join(
             dict.fromkeys(w.cfg["framework"] for w in workers)))
         ready = warm_up(workers)
-        phases["warmup_s"], began = time.perf_counter() - began, time.perf_counter()
+        phases["warmup_s"], began = phases.get("warmup_s", 0.0) + time.perf_counter() - began, time.perf_counter()
         rounds, reference = {w.name: [] for w in workers}, []
         per_round = {"max_steps": -(-args.steps // args.repeats), "max_time": args.max_time / args.repeats}
-        for r in range(args.repeats):
-            progress.set_postfix_str(f"{label(arch, variant)} batch {batch_size}: round {r + 1}/{args.repeats}")
+        for r in share:
+            progress.set_postfix_str(f"{where}: round {r + 1}/{args.repeats}")
             reference.append(reference_ms())
             time.sleep(HANDOFF_PAUSE_S)
             for w in workers if r % 2 == 0 else workers[::-1]:  # A B C, C B A, ...: a slow moment of the machine hits every mode alike
                 rounds[w.name].append(w.command("round", "round", **per_round)["times"])
                 time.sleep(HANDOFF_PAUSE_S)
         done = {w.name: w.command("finish", "done") for w in workers}
-        phases["rounds_s"] = time.perf_counter() - began
+        phases["rounds_s"] = phases.get("rounds_s", 0.0) + time.perf_counter() - began
     finally:
         for w in workers:
             w.close()
-    rows = [make_row(w.cfg, ready[w.name], rounds[w.name], done[w.name], peaks[w.cfg["framework"]], flops[w.cfg["task"]])
-            for w in workers]
-    for row in rows:
-        row["reference_ms_rounds"] = reference
-    check_agreement(rows, tmp)
-    return rows
+    return [{"pid": w.pid, "ready": ready[w.name], "done": done[w.name], "rounds": rounds[w.name], "reference": reference} for w in workers]
 
 
 def warm_up(workers: list[Worker]) -> dict[str, dict]:

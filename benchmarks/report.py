@@ -334,7 +334,7 @@ def machine_lines(results: dict) -> list[str]:
     if not timed(rows):
         return lines
     return lines + [
-        f"- each configuration: {results['settings']['repeats']} interleaved rounds, at most {results['settings']['steps']} timed steps "
+        f"- each configuration: {rounds_text(results['settings'])}, at most {results['settings']['steps']} timed steps "
         f"and {results['settings']['max_time']:g} s over them (at least 3 a round), after {results['settings']['warmup']} warm-up steps; "
         "step time = median over rounds of each round's median, [its confidence interval, or the min-max with fewer than 6 rounds]",
     ]
@@ -728,10 +728,16 @@ def headline_table(results: dict) -> list[str]:
     return lines + [f"| {name(k)} | {cell(v.get('train'))} | {cell(v.get('infer'))} |" for k, v in ratios.items()]
 
 
+def rounds_text(settings: dict) -> str:
+    """'12 interleaved rounds', and in how many processes when more than one (files written before --processes: one)."""
+    processes = min(settings.get("processes", 1), settings["repeats"])
+    return f"{settings['repeats']} interleaved rounds" + (f" in {processes} processes" if processes > 1 else "")
+
+
 def headline(results: dict, json_link: str) -> list[str]:
     """The headline table and, under it, how it was measured, where and when, linking the results page beside `json_link`."""
     return [*headline_table(results), "", f"JAX's step time (jax-jit) over torch's best mode's (below 1: JAX faster), median "
-                                          f"[{interval_name(results)}] over {results['settings']['repeats']} interleaved rounds, and the verdict "
+                                          f"[{interval_name(results)}] over {rounds_text(results['settings'])}, and the verdict "
                                           f"([how](docs/benchmark.md#verdicts)). {provenance(results)}; "
                                           f"[results page]({json_link.removesuffix('.json')}.md)."]
 

@@ -2,7 +2,7 @@
 
 Each configuration is a process that imports its framework and compiles, so
 runs are what costs: one sweep of the MLP (batch 8 and 1000, train and
-infer, torch-eager and jax-jit, two rounds) serves most tests; torch.compile,
+infer, torch-eager and jax-jit, two rounds in two processes) serves most tests; torch.compile,
 the interruption and the RNN's two forms have small runs of their own. The
 report's arithmetic is checked on rows made up here.
 """
@@ -49,7 +49,7 @@ def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
 
 
 SWEEP_ARGS = ("--arch", "mlp", "--mode", "torch-eager", "jax-jit", "--batch-size", *map(str, SWEEP),
-              "--repeats", "2", "--steps", "10", "--max-time", "0.2", "--warmup", "1")
+              "--repeats", "2", "--processes", "2", "--steps", "10", "--max-time", "0.2", "--warmup", "1")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,7 @@ def test_every_configuration_is_a_row_with_the_documented_columns(sweep):
     for r in results["rows"]:
         assert set(COLUMNS) <= set(r), set(COLUMNS) - set(r)
         assert r["repeats"] == len(r["step_ms_rounds"]) == 2
+        assert r["processes"] == len(set(r["worker_pids"])) == 2  # one round in each of two processes
         assert r["step_ms_spread"] == [min(r["step_ms_rounds"]), max(r["step_ms_rounds"])]
         assert r["step_ms_median"] == pytest.approx(float(np.median(r["step_ms_rounds"])))
         assert r["unstable"] == (r["step_ms_spread"][1] - r["step_ms_spread"][0] > 0.10 * r["step_ms_median"])
