@@ -178,14 +178,19 @@ def max_pool2(x: jax.Array) -> jax.Array:
 
     The same values and gradients as nnx.max_pool(x, (2, 2), strides=(2, 2))
     and torch's max_pool2d: where a window holds equal maxima (a flat
-    background), the whole gradient goes to the first in row-major order.
-    nnx.max_pool's gradient (reduce_window, transposed to select_and_scatter)
-    is slow on XLA:CPU; this argmax-and-gather form is far faster
-    (docs/results/earlier-cpu-runs.md#where-the-time-goes-on-the-zen-5). (A plain
+    background), the whole gradient goes to the first in row-major order, and
+    a NaN wins. The four corners of the windows are compared elementwise, a
+    later one kept only when strictly greater, so the gradient is a chain of
+    selects that XLA fuses into one loop. nnx.max_pool's gradient
+    (reduce_window, transposed to select_and_scatter) is slow on XLA:CPU, and
+    an argmax with a gather was too (docs/cpu-performance.md). (A plain
     reshape-and-max would share the gradient among equal maxima: a different
     gradient, which the float64 parity test catches.)
     """
     b, h, w, c = x.shape
-    windows = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, c, 4)
-    first_max = jnp.argmax(windows, axis=-1)[..., None]
-    return jnp.take_along_axis(windows, first_max, axis=-1)[..., 0]
+    windows = x.reshape(b, h // 2, 2, w // 2, 2, c)
+    best = windows[:, :, 0, :, 0, :]
+    for row, col in ((0, 1), (1, 0), (1, 1)):
+        corner = windows[:, :, row, :, col, :]
+        best = jnp.where((corner > best) | jnp.isnan(corner), corner, best)
+    return best

@@ -19,7 +19,7 @@ from flax import nnx
 from jax_impl import cnn as jcnn
 from jax_impl import weights as jax_weights
 from jax_impl.initializers import torch_bias_init, torch_kernel_init
-from jax_impl.layers import BatchNorm
+from jax_impl.layers import BatchNorm, max_pool2
 from jax_impl.training import CompiledStep
 from shared.hparams import CNN
 from shared.weights import WeightsSpec, load_weights
@@ -302,6 +302,22 @@ def numpy_batchnorm_train(x: np.ndarray, weight, bias, mean, var, momentum: floa
     var_for_running = batch_var * n / (n - 1) if unbiased else batch_var
     out = (x - batch_mean) / np.sqrt(batch_var + eps) * weight + bias
     return out, (1 - momentum) * mean + momentum * batch_mean, (1 - momentum) * var + momentum * var_for_running
+
+
+def test_max_pool2_takes_torchs_values_and_gradient_with_ties_and_nans():
+    """Small integers make most windows hold equal maxima: the whole gradient goes to the first in row-major order,
+    as torch's max_pool2d sends it; a NaN in a window is its maximum. Values also against nnx.max_pool."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (3, 6, 8, 5)).astype(np.float32)  # NHWC
+    x[0, 1, 2, 3] = x[2, 4, 5, 0] = np.nan
+    g = rng.normal(size=(3, 3, 4, 5)).astype(np.float32)
+    out, pullback = jax.vjp(max_pool2, jnp.asarray(x))
+    xt = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, 2)
+    yt.backward(torch.tensor(g).permute(0, 3, 1, 2))
+    np.testing.assert_array_equal(np.asarray(out), yt.detach().permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(np.asarray(pullback(jnp.asarray(g))[0]), xt.grad.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(nnx.max_pool(jnp.asarray(x), (2, 2), strides=(2, 2))))
 
 
 @pytest.mark.parametrize("kind", ["1d", "2d"])
