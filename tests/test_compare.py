@@ -465,6 +465,7 @@ def test_diff_matches_across_devices_when_each_file_has_one():
     assert any("| 0.10 | n/a | yes: faster |" in line for line in lines) and not any("only in" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_bfloat16_and_scan_rows_agree_and_are_timed_against_their_float32_and_jit_rows(tmp_path):
     """The MLP autoencoder (a 2 ms step): torch eager, jax-jit and jax-scan (8 steps a call), in float32 and bfloat16."""
     results, stdout = run_compare(tmp_path, "--arch", "autoencoder", "--variant", "mlp", "--task", "train", "--precision", "float32", "bfloat16",
@@ -517,6 +518,7 @@ def test_the_summary_says_when_bfloat16_rows_ran_without_bfloat16_arithmetic():
     assert warning(["avx2"], rows=rows[:1]) == []
 
 
+@pytest.mark.slow
 def test_the_compile_mode_is_chosen_recorded_per_row_and_kept_by_a_resume(tmp_path):
     """--compile-mode reaches torch.compile (a mode it does not know would fail the run) and each torch row's settings; the summary
     names it; a resume with another mode refuses in one line."""

@@ -1,7 +1,11 @@
 """The reproducers in benchmarks/repro/ measure what they say they measure."""
+import subprocess
+import sys
+
 import pytest
 
-from benchmarks.repro import ynn_precision
+from benchmarks.repro import xla_cpu_gaps, ynn_precision
+from tests.conftest import REPO_ROOT
 from tests.tolerances import BATCHNORM_CONV_GRAD_RTOL
 
 
@@ -13,3 +17,29 @@ def test_both_float32_cnn_gradients_are_near_the_float64_one_under_the_tests_fla
     assert errors["torch"] < BATCHNORM_CONV_GRAD_RTOL, errors
     assert errors["jax"] < BATCHNORM_CONV_GRAD_RTOL, errors
     assert errors["torch"] > 1e-7 and errors["jax"] > 1e-7, errors  # float32 really rounds: not the float64 model twice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["conv", "dense"])
+def test_the_xla_cpu_reproducers_compute_what_their_float64_numpy_twins_do(case):
+    """Each program of benchmarks/repro/xla_cpu_gaps.py, in JAX and torch, against its float64 numpy computation: a wrong
+    layout or a wrong gradient formula on either side would be off by O(1), float32 rounding by ~1e-6."""
+    for framework, results in (("jax", xla_cpu_gaps.run_jax(case, calls=1, hlo=False)), ("torch", xla_cpu_gaps.run_torch(case, calls=1))):
+        assert set(results) == ({"forward", "kernel gradient", "input gradient"} if case == "conv" else
+                                {"first product (1000x784 @ 784x500)", "4-layer forward"})
+        for name, result in results.items():
+            assert result["err"] < 1e-5 and result["ms"] > 0, (framework, name, result)
+
+
+@pytest.mark.slow
+def test_the_op_profile_names_the_mlps_products_in_both_frameworks(tmp_path):
+    """The MLP's inference at batch 1000 is four products: torch's four addmm calls a step, and JAX's compiled step
+    holds a product of the 1000x784 batch with the 784x500 first-layer weight, read from XLA's dump."""
+    page = tmp_path / "profile.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.repro.op_profile", "mlp", "--task", "infer", "--steps", "3", "--out", str(page)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = page.read_text()
+    assert "| `aten::addmm` | 4 |" in text, text
+    assert "dot of f32[1000,784] and f32[784,500]" in text, text
+    assert "## mlp infer, batch 1000" in text and "commit " in text

@@ -1,11 +1,12 @@
 """How near the truth the CNN's float32 gradients are, with each of YNNPACK's fusion types turned off in XLA:CPU.
 
-    python -m benchmarks.repro.ynn_precision          # from the repository root; about 2 minutes on 2 cores
+    python -m benchmarks.repro.ynn_precision          # from the repository root; about 4 minutes on 2 cores
 
 For every setting of --xla_cpu_experimental_ynn_fusion_type (XLA's default, all off, and the default without one
 type) it starts a process with that XLA_FLAGS, takes the CNN's loss gradient on 2 seeds x 2 batches of the
 embedded MNIST in torch float32, JAX float32 and torch float64 (the truth), and prints the largest error of each
-framework's float32 gradient against the float64 one, relative to each tensor's largest entry, over all tensors.
+framework's float32 gradient against the float64 one, relative to each tensor's largest entry, over all tensors: once
+on one CPU and once on all of them (the thread count changes how XLA:CPU splits its sums).
 """
 from __future__ import annotations
 
@@ -65,14 +66,20 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(worst_errors()))
         return
-    print("YNNPACK fusion types off      torch f32 vs f64   JAX f32 vs f64   (CNN loss gradient, worst entry / tensor max)")
+    cpus = sorted(os.sched_getaffinity(0))
+    counts = sorted({1, len(cpus)})
+    print("CNN loss gradient, float32 against float64: worst entry / tensor max, on " + " and on ".join(f"{n} CPU{'s' * (n > 1)}" for n in counts))
+    print(f"{'YNNPACK fusion types off':28s}" + "".join(f"{f'torch, {n} CPU':>16s}{f'JAX, {n} CPU':>14s}" for n in counts))
     for setting in SETTINGS:
         env = {**os.environ, "XLA_FLAGS": flags(setting), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        out = subprocess.run([sys.executable, "-m", "benchmarks.repro.ynn_precision", "--child"], env=env,
-                             capture_output=True, text=True, check=True).stdout
-        errors = json.loads(out.strip().splitlines()[-1])
+        cells = []
+        for n in counts:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.repro.ynn_precision", "--child"], env=env, capture_output=True, text=True,
+                                 check=True, preexec_fn=lambda n=n: os.sched_setaffinity(0, cpus[:n])).stdout  # XLA and torch size their pools from it
+            errors = json.loads(out.strip().splitlines()[-1])
+            cells.append(f"{errors['torch']:16.2e}{errors['jax']:14.2e}")
         label = {"": "none (XLA's default)", "off": "all"}.get(setting, setting.lstrip("-"))
-        print(f"{label:28s}  {errors['torch']:16.2e}   {errors['jax']:14.2e}")
+        print(f"{label:28s}" + "".join(cells))
 
 
 if __name__ == "__main__":
