@@ -182,12 +182,12 @@ def kind(framework: str, op: dict) -> str:
 
 
 def by_kind(framework: str, ops: list[dict]) -> str:
-    """'convolutions 41.2 ms (32%), products 3.1 ms (2%), the rest 85.3 ms (66%) in 174 operations'."""
+    """'jax-jit: convolutions 41.2 ms (32%), products 3.1 ms (2%), the rest 85.3 ms (66%) in 174 operations'."""
     total, groups = sum(o["ms"] for o in ops), defaultdict(list)
     for o in ops:
         groups[kind(framework, o)].append(o["ms"])
     parts = [f"{name} {sum(groups[name]):.2f} ms ({sum(groups[name]) / total:.0%})" for name in ("convolutions", "products", "the rest") if groups[name]]
-    return f"{MODES[framework]}: " + ", ".join(parts) + f", the rest in {len(groups['the rest'])} operations"
+    return f"{MODES[framework]}: " + ", ".join(parts) + f" in {len(groups['the rest'])} operations"
 
 
 def section(arch: str, variant: str, task: str, results: dict, top: int) -> list[str]:
