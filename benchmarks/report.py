@@ -750,6 +750,14 @@ def interval_name(results: dict) -> str:
     return "min-max"
 
 
+def cpu_gap_note(results: dict) -> list[str]:
+    """Under a CPU run's verdicts: where the page that splits JAX's CPU gap into what the repository closes and what is upstream is."""
+    if not any(r.get("device") == "cpu" for r in results["rows"]):
+        return []
+    return ["", "Where JAX's CPU time goes, per architecture: how much of each gap the repository's own layers close and what "
+                "is left to XLA, with reproducers and upstream reports ([cpu-performance.md](../cpu-performance.md#the-gap-per-architecture))."]
+
+
 def results_page(results: dict, json_name: str) -> str:
     """A run's results page: what was run, where and when, the headline ratios, every row, and the summary."""
     lines = [f"# Benchmark results: {results['machine']['cpu']}, {results.get('date', 'undated')[:10]}", "",
@@ -757,7 +765,7 @@ def results_page(results: dict, json_name: str) -> str:
              f"- date: {results.get('date', 'not recorded')}; commit: {results.get('commit') or 'not recorded'}",
              *machine_lines(results), "", "## JAX / torch", "", *headline_table(results), "",
              f"JAX's step time (jax-jit) over torch's best mode's, round by round (below 1: JAX faster): median [{interval_name(results)}] "
-             "over the rounds, and the verdict.", "", "```", *verdict_lines(results), "```",
+             "over the rounds, and the verdict.", "", "```", *verdict_lines(results), "```", *cpu_gap_note(results),
              "", "## Every row", "", *table(results["rows"])]
     fits = fit_table(results["rows"])
     lines += ["", "## Time to result", "", *fits] if fits else []
