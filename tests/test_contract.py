@@ -129,7 +129,8 @@ def example_inputs(task, name: str, count: int) -> tuple[np.ndarray, ...]:
     return tuple(makers[p]() for p in params)
 
 
-@pytest.mark.parametrize(("arch", "variant"), CONFIGS, ids=[label(a, v) for a, v in CONFIGS])
+@pytest.mark.parametrize(("arch", "variant"), [pytest.param(a, v, marks=[pytest.mark.slow] * (a == "gan")) for a, v in CONFIGS],
+                         ids=[label(a, v) for a, v in CONFIGS])  # the GAN's (17 s) in the slow suite
 def test_steps_and_inference_functions_return_what_the_contract_says(arch, variant):
     task = TASKS[arch].load(variant)
     batch = small_batch(task, 4)

@@ -405,6 +405,7 @@ def test_ten_alternating_steps_follow_the_same_trajectory(models, batches):
     assert j_sd[D_COUNTERS[0]] == t_sd[D_COUNTERS[0]] == 30  # real and fake in D's step, fake in G's
 
 
+@pytest.mark.slow  # 14 s; the float32 trajectory stays in the default suite
 def test_ten_alternating_steps_agree_to_float64_rounding(batches):
     """The same 10 compiled steps in float64 (FLOAT64_BATCH): the float32 drift above is rounding, not a different computation."""
     torch_model, jax_model = paired_models(tgan, jgan, "torch->jax")

@@ -377,6 +377,7 @@ def test_ten_adam_steps_follow_the_same_trajectory(models, batches):
         assert j_sd[f"{bn}.num_batches_tracked"] == t_sd[f"{bn}.num_batches_tracked"] == 10, bn
 
 
+@pytest.mark.slow  # 10 s; the float32 trajectory stays in the default suite
 def test_ten_adam_steps_agree_to_float64_rounding(batches):
     """The same 10 compiled steps in float64: the float32 drift above is rounding, not a different computation.
 
