@@ -9,8 +9,9 @@ batches, batch size and threads): torch-eager against jax-jit. After the warm-up
 profiler. torch: torch.profiler's self CPU time of each aten operator. JAX: the events XLA:CPU records for each
 operation of the compiled step (jax.profiler's trace, read back with jax.profiler.ProfileData), named by their HLO
 instruction, and the compiled HLO (an XLA dump in a temporary folder) says what each one is: a convolution, a dot,
-a fusion of which operations, or a YNNPACK fusion. Printed per framework: the step's time with and without the
-profiler, and the top operations with their time per step and their share of the operations' total.
+a fusion of which operations, or a YNNPACK fusion. Printed per framework: the median step without the profiler, the
+operations' time by kind (convolutions, products, the rest), and the top operations with their time per step and their
+share of the operations' total.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,10 +79,10 @@ def profile_jax(config, steps: int, dump: Path) -> list[dict]:
 def hlo_instructions(dump: Path, module: str) -> dict[str, str]:
     """{instruction name: what it is} from the optimised HLO of `module` in an XLA dump: the opcode and result shape,
     with a fusion's kind and the operations it fuses, a custom call's target, a convolution's layout and window."""
-    (path,) = [p for p in dump.glob(f"*.{module}.*after_optimizations.txt")] or [None]
+    path = next(dump.glob(f"*.{module}.*after_optimizations.txt"), None)
     if path is None:
         return {}
-    computations, current, entry = {}, None, {}
+    computations, current, entry = {}, None, []
     for line in path.read_text().splitlines():
         if head := re.match(r"^(ENTRY )?%?([\w.\-]+) .*\{$", line):
             current = computations.setdefault(head.group(2), [])
@@ -117,21 +119,14 @@ INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?(?P<name>[\w.\-]+) = (?P<shape>\S+) (
 PLUMBING = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "broadcast", "reshape", "copy"}
 
 
-def run_steps(config, steps: int) -> None:
-    for i in range(steps):
-        config.call(config.timed[i % len(config.timed)][0])
-
-
-def step_ms(config, steps: int) -> float:
-    """The median step without a profiler, over `steps` steps."""
-    import numpy as np
-
+def run_steps(config, steps: int) -> list[float]:
+    """`steps` steps through the row's timed batches; the seconds of each."""
     times = []
     for i in range(steps):
         start = time.perf_counter()
         config.call(config.timed[i % len(config.timed)][0])
         times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return times
 
 
 def child(framework: str, arch: str, variant: str, task: str, steps: int) -> dict:
@@ -144,7 +139,7 @@ def child(framework: str, arch: str, variant: str, task: str, steps: int) -> dic
         pin_threads(cfg["threads"])
         config = Configuration(cfg)
         config.warm_up()
-        plain = step_ms(config, steps)
+        plain = 1e3 * statistics.median(run_steps(config, steps))
         ops = profile_torch(config, steps) if framework == "torch" else profile_jax(config, steps, Path(os.environ["OP_PROFILE_DUMP"]))
     return {"step_ms": plain, "ops": sorted(ops, key=lambda o: -o["ms"])}
 
