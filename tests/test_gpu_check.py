@@ -56,6 +56,7 @@ def test_pytest_device_gpu_without_a_gpu_is_a_one_line_usage_error():
     assert one_usage_error(proc).startswith("ERROR: --device gpu: torch sees no CUDA device"), proc.stderr
 
 
+@pytest.mark.slow  # kept out of the default suite's 6 minutes (docs/testing.md)
 def test_pytest_device_gpu_names_jax_when_only_jax_sees_no_gpu(tmp_path):
     """torch made to see CUDA by a plugin loaded first: the refusal is then JAX's."""
     if jax_sees_a_gpu():  # asked here, not at collection: JAX's backends start on first use

@@ -27,7 +27,7 @@ from jax_impl import rnn as jrnn
 from jax_impl import weights as jax_weights
 from shared.hparams import RNN_PER_NAME as HP
 from shared.names import load_names, one_hot_batch, one_hot_name
-from tests.conftest import NAMES_DIR
+from tests.conftest import NAMES_DIR, slow_for
 from tests.numpy_reference import numpy_rnn_log_probs
 from tests.parity import DIRECTIONS, assert_close, jax_grads, paired_models, trajectories
 from tests.tolerances import FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL, TRAJECTORY_LOSS_RTOL, TRAJECTORY_PARAM_ATOL
@@ -269,7 +269,7 @@ def test_batch_loss_and_gradients_are_the_means_of_the_per_name_ones(framework, 
     close_dicts(grads, mean_grads, GRAD_RTOL, f"{framework}: batch gradients vs mean of per-name gradients")
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", slow_for(FRAMEWORKS, {"jax"}))  # JAX's (10 s) in the slow suite
 def test_padding_never_leaks(framework, samples):
     """One name padded beyond its length: the per-name loss, whatever the padding holds."""
     model = INIT[framework](0)

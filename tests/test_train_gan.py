@@ -91,6 +91,7 @@ def test_gan_trains_and_reports_its_sample_quality(framework, gan_init, tmp_path
         assert (tmp_path / name).read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow  # kept out of the default suite's 6 minutes (docs/testing.md)
 def test_gan_evaluates_a_weights_file_without_training(gan_init, tmp_path):
     """--epochs 0 with --init: the sample-quality numbers of a saved generator, the same in both frameworks."""
     init, torch_final = gan_init
