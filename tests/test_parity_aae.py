@@ -521,6 +521,7 @@ def test_ten_steps_follow_the_same_trajectory(models, variant, batches):
         )
 
 
+@pytest.mark.slow  # 5-6 s a variant; the float32 trajectories stay in the default suite
 def test_ten_steps_agree_to_float64_rounding(data, variant):
     """The same 10 compiled steps in float64 (FLOAT64_BATCH): the float32 drift above is rounding, not a different
     computation (measured: 8.9e-13 on the parameters, 4.6e-16 on the losses, semi-supervised the worst)."""

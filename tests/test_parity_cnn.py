@@ -243,6 +243,7 @@ def _float64(a: jax.Array) -> jax.Array:
     return a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
 
 
+@pytest.mark.slow  # 10 s; the float32 trajectory stays in the default suite
 def test_ten_adam_steps_agree_to_float64_rounding(batches):
     """The same 10 compiled steps in float64: the float32 drift above is rounding, not a different computation."""
     torch_model, jax_model = paired_models(tcnn, jcnn, "torch->jax", dropout=0.0)
