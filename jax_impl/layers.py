@@ -5,7 +5,7 @@ directly (torch's initialisation from jax_impl/initializers.py). Here:
 BatchNorm, because nnx.BatchNorm's running variance is not torch's;
 max_pool2, nnx.max_pool's values with a gradient fast on XLA:CPU;
 ConvTransposeByPhases, nnx.ConvTranspose computed as matmuls on CPU when
-strided; center_crop, the source's helper (twin of torch_impl/layers.py's).
+strided and wider than one channel; center_crop, the source's helper (twin of torch_impl/layers.py's).
 """
 from __future__ import annotations
 
@@ -15,21 +15,23 @@ from flax import nnx
 
 
 class ConvTransposeByPhases(nnx.ConvTranspose):
-    """nnx.ConvTranspose, computed on CPU as matmuls when the stride is above 1 (same arguments, parameters and result).
+    """nnx.ConvTranspose, computed on CPU as matmuls when strided with several output channels (same arguments, parameters, result).
 
     XLA:CPU runs a strided transposed convolution's kernel gradient as a
     convolution over the zero-dilated input, slowly (docs/benchmark.md#what-xlacpu-and-torch-do-here).
     Written by output phase instead (rows s*m + a only meet the kernel taps
     i = a + p mod s), each of the s*s phases is a sum of plain matmuls of
     shifted input windows, forward and backward, far faster on CPU
-    (docs/results/earlier-cpu-runs.md#where-the-time-goes-on-the-zen-5). Other backends keep lax.conv_transpose.
+    (docs/results/earlier-cpu-runs.md#where-the-time-goes-on-the-zen-5). With one output channel (a decoder's
+    last layer) each phase's matmuls are matrix-vector products and lax.conv_transpose is the faster
+    (docs/cpu-performance.md#what-the-repository-closes); other backends keep lax.conv_transpose too.
     Takes a square kernel, equal strides and the explicit symmetric padding
     k - 1 - p of torch's ConvTranspose2d(padding=p).
     """
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         stride = self.strides[0] if isinstance(self.strides, (tuple, list)) else self.strides
-        if jax.default_backend() != "cpu" or stride == 1:
+        if jax.default_backend() != "cpu" or stride == 1 or self.out_features == 1:
             return super().__call__(inputs)
         padding = self.kernel_size[0] - 1 - self.padding[0][0]  # back to torch's padding
         bias = self.bias[...] if self.bias is not None else None

@@ -452,14 +452,14 @@ def jax_conv_transpose2d(c_in: int, c_out: int, kernel: int, stride: int, paddin
                  kernel_init=torch_transpose_kernel_init, bias_init=torch_bias_init(c_out * kernel * kernel), rngs=nnx.Rngs(seed))
 
 
-@pytest.mark.parametrize("stride, padding, kernel", [(2, 0, 3), (2, 1, 3), (1, 1, 3), (2, 1, 4)])
-def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
+@pytest.mark.parametrize("stride, padding, kernel, c_out", [(2, 0, 3, 5), (2, 1, 3, 5), (1, 1, 3, 5), (2, 1, 4, 5), (2, 1, 3, 1)])
+def test_conv_transpose2d_converts_both_ways(stride, padding, kernel, c_out):
     """A torch ConvTranspose2d and its nnx.ConvTranspose conversion compute the same, and what numpy does; weights round-trip bit for bit."""
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 9, 7)).astype(np.float32)  # height != width
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        t_conv = torch.nn.ConvTranspose2d(3, 5, kernel, stride=stride, padding=padding)
-    j_conv = jax_conv_transpose2d(3, 5, kernel, stride, padding, seed=1)
+        t_conv = torch.nn.ConvTranspose2d(3, c_out, kernel, stride=stride, padding=padding)
+    j_conv = jax_conv_transpose2d(3, c_out, kernel, stride, padding, seed=1)
     t_sd = torch_weights.state_dict_from_model(t_conv)
     jax_weights.load_state_dict(j_conv, t_sd)
     flipped = t_sd["weight"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1)  # (in, out, kh, kw) -> (kh, kw, in, out), flipped in space
@@ -468,14 +468,14 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel):
         t_out = t_conv(torch.as_tensor(x)).cpu().numpy()
     j_out = np.asarray(j_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)  # NHWC in and out
     expected = numpy_conv_transpose2d(x.astype(np.float64), t_sd["weight"].astype(np.float64), t_sd["bias"], stride, padding)
-    assert expected.shape == (2, 5, (9 - 1) * stride - 2 * padding + kernel, (7 - 1) * stride - 2 * padding + kernel)
+    assert expected.shape == (2, c_out, (9 - 1) * stride - 2 * padding + kernel, (7 - 1) * stride - 2 * padding + kernel)
     assert_both_equal_reference(t_out, j_out, expected, FORWARD_RTOL, "conv_transpose")
     back = jax_weights.state_dict_from_model(j_conv)
     assert back.keys() == t_sd.keys()
     for key in t_sd:
         np.testing.assert_array_equal(back[key], t_sd[key], err_msg=key)
     # ... and the other way: JAX's own weights into torch.
-    j_conv = jax_conv_transpose2d(3, 5, kernel, stride, padding, seed=2)
+    j_conv = jax_conv_transpose2d(3, c_out, kernel, stride, padding, seed=2)
     torch_weights.load_state_dict(t_conv, jax_weights.state_dict_from_model(j_conv))
     with torch.no_grad():
         t_out = t_conv(torch.as_tensor(x)).cpu().numpy()
