@@ -94,7 +94,7 @@ def init_model(seed: int) -> GAN:
     return _init_compiled(jax.random.key(seed))
 
 
-@nnx.jit  # one program for every seed, not 31 eager draws compiled one by one (10 s on 2 cores)
+@nnx.jit  # one compiled program for every seed: eagerly, each draw compiles on its own (docs/architectures.md#framework-side-differences)
 def _init_compiled(key: jax.Array) -> GAN:
     return GAN(rngs=nnx.Rngs(key))
 
