@@ -20,13 +20,13 @@ def test_both_float32_cnn_gradients_are_near_the_float64_one_under_the_tests_fla
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["conv", "dense"])
+@pytest.mark.parametrize("case", [*xla_cpu_gaps.CONVS, "dense"])
 def test_the_xla_cpu_reproducers_compute_what_their_float64_numpy_twins_do(case):
     """Each program of benchmarks/repro/xla_cpu_gaps.py, in JAX and torch, against its float64 numpy computation: a wrong
     layout or a wrong gradient formula on either side would be off by O(1), float32 rounding by up to ~1e-5 (the kernel
     gradient sums 78,400 products an entry: torch's came out 1.1e-5 away on one CPU)."""
     for framework, results in (("jax", xla_cpu_gaps.run_jax(case, calls=1, hlo=False)), ("torch", xla_cpu_gaps.run_torch(case, calls=1))):
-        assert set(results) == ({"forward", "kernel gradient", "input gradient"} if case == "conv" else
+        assert set(results) == ({"forward", "kernel gradient", "input gradient"} if case in xla_cpu_gaps.CONVS else
                                 {"first product (1000x784 @ 784x500)", "4-layer forward"})
         for name, result in results.items():
             assert result["err"] < 1e-4 and result["ms"] > 0, (framework, name, result)

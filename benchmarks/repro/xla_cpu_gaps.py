@@ -1,6 +1,7 @@
-"""Minimal reproducers of the two places where XLA:CPU is slower than torch in this repository's models.
+"""Minimal reproducers of the places where XLA:CPU is slower than torch in this repository's models.
 
     python xla_cpu_gaps.py conv      # a 3x3 convolution's forward, kernel gradient and input gradient
+    python xla_cpu_gaps.py strided   # the same for a 4x4 convolution of stride 2 (DCGAN's discriminator)
     python xla_cpu_gaps.py dense     # a 4-layer MLP's forward at batch 1000, and its first product alone
     python xla_cpu_gaps.py conv --hlo   # also the optimised HLO of each JAX program
 
@@ -23,7 +24,10 @@ import time
 import numpy as np
 
 SETTINGS = {"XLA's default": "", "YNNPACK convolutions off": "-individual_convolution", "YNNPACK dots off": "-individual_dot"}
-CONV = {"batch": 100, "size": 28, "c_in": 16, "c_out": 32}  # the MNIST CNN's second convolution: 3x3, padding 1, NHWC in JAX
+CONVS = {  # NHWC in JAX
+    "conv": {"batch": 100, "size": 28, "c_in": 16, "c_out": 32, "kernel": 3, "stride": 1, "padding": 1},  # the MNIST CNN's second
+    "strided": {"batch": 64, "size": 14, "c_in": 64, "c_out": 128, "kernel": 4, "stride": 2, "padding": 1},  # DCGAN's discriminator's second
+}
 MLP = [784, 500, 200, 100, 10]  # the MNIST MLP: ReLU between layers, batch 1000
 
 
@@ -44,28 +48,34 @@ def rel_err(got, want: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- the cases' data and float64 truth
-def conv_data():
+def out_size(c: dict) -> int:
+    return (c["size"] + 2 * c["padding"] - c["kernel"]) // c["stride"] + 1
+
+
+def conv_data(c: dict):
     rng = np.random.default_rng(0)
-    b, s, ci, co = CONV["batch"], CONV["size"], CONV["c_in"], CONV["c_out"]
+    b, s, k, ci, co = c["batch"], c["size"], c["kernel"], c["c_in"], c["c_out"]
     x = rng.normal(size=(b, s, s, ci)).astype(np.float32)  # NHWC
-    w = (rng.normal(size=(3, 3, ci, co)) / np.sqrt(9 * ci)).astype(np.float32)  # HWIO
-    g = rng.normal(size=(b, s, s, co)).astype(np.float32)  # the output's cotangent
+    w = (rng.normal(size=(k, k, ci, co)) / np.sqrt(k * k * ci)).astype(np.float32)  # HWIO
+    g = rng.normal(size=(b, out_size(c), out_size(c), co)).astype(np.float32)  # the output's cotangent
     return x, w, g
 
 
-def conv_truth(x, w, g) -> dict[str, np.ndarray]:
-    """Forward, kernel gradient and input gradient of the padded 3x3 convolution, in float64 numpy."""
+def conv_truth(c: dict, x, w, g) -> dict[str, np.ndarray]:
+    """Forward, kernel gradient and input gradient of the convolution, in float64 numpy, through its patches."""
     x, w, g = (a.astype(np.float64) for a in (x, w, g))
-    s = x.shape[1]
-    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    patches = np.stack([xp[:, i:i + s, j:j + s] for i in range(3) for j in range(3)], axis=3)  # b s s 9 ci
-    forward = np.einsum("bhwkc,kco->bhwo", patches, w.reshape(9, *w.shape[2:]))
-    kernel = np.einsum("bhwkc,bhwo->kco", patches, g).reshape(w.shape)
-    gp = np.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    flipped = w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(9, w.shape[3], w.shape[2])  # the transposed convolution
-    g_patches = np.stack([gp[:, i:i + s, j:j + s] for i in range(3) for j in range(3)], axis=3)
-    inputs = np.einsum("bhwko,koc->bhwc", g_patches, flipped)
-    return {"forward": forward, "kernel gradient": kernel, "input gradient": inputs}
+    k, st, p, o = c["kernel"], c["stride"], c["padding"], out_size(c)
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    window = lambda i, j: (slice(None), slice(i, i + st * (o - 1) + 1, st), slice(j, j + st * (o - 1) + 1, st))  # noqa: E731
+    taps = [(i, j) for i in range(k) for j in range(k)]
+    patches = np.stack([xp[window(i, j)] for i, j in taps], axis=3)  # b o o k*k ci
+    forward = np.einsum("bhwtc,tco->bhwo", patches, w.reshape(k * k, *w.shape[2:]))
+    kernel = np.einsum("bhwtc,bhwo->tco", patches, g).reshape(w.shape)
+    patch_grads = np.einsum("bhwo,tco->bhwtc", g, w.reshape(k * k, *w.shape[2:]))  # each patch's share, added back where it came from
+    inputs = np.zeros_like(xp)
+    for t, (i, j) in enumerate(taps):
+        inputs[window(i, j)] += patch_grads[:, :, :, t]
+    return {"forward": forward, "kernel gradient": kernel, "input gradient": inputs[:, p:p + x.shape[1], p:p + x.shape[2]]}
 
 
 def dense_data():
@@ -90,11 +100,13 @@ def jax_programs(case: str) -> dict:
     import jax
     import jax.numpy as jnp
 
-    if case == "conv":
-        x, w, g = map(jnp.asarray, conv_data())
+    if case in CONVS:
+        c = CONVS[case]
+        x, w, g = map(jnp.asarray, conv_data(c))
 
         def conv(x, w):
-            return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            st, p = c["stride"], c["padding"]
+            return jax.lax.conv_general_dilated(x, w, (st, st), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
         return {"forward": (jax.jit(conv), (x, w)),
                 "kernel gradient": (jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]), (x, w, g)),
@@ -115,7 +127,7 @@ def jax_programs(case: str) -> dict:
 def run_jax(case: str, calls: int, hlo: bool) -> dict:
     import jax
 
-    truth = conv_truth(*conv_data()) if case == "conv" else dense_truth(*dense_data())
+    truth = conv_truth(CONVS[case], *conv_data(CONVS[case])) if case in CONVS else dense_truth(*dense_data())
     out = {}
     for name, (fn, args) in jax_programs(case).items():
         result = fn(*args)
@@ -130,18 +142,20 @@ def run_torch(case: str, calls: int) -> dict:
     import torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    if case == "conv":
-        x, w, g = conv_data()
+    if case in CONVS:
+        c = CONVS[case]
+        st, p = c["stride"], c["padding"]
+        x, w, g = conv_data(c)
         xt, gt = torch.tensor(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(g).permute(0, 3, 1, 2).contiguous()  # NCHW
         wt = torch.tensor(w).permute(3, 2, 0, 1).contiguous()  # OIHW
 
         def backward(mask):
-            return torch.ops.aten.convolution_backward(gt, xt, wt, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+            return torch.ops.aten.convolution_backward(gt, xt, wt, None, [st, st], [p, p], [1, 1], False, [0, 0], 1, mask)
 
-        programs = {"forward": (lambda: torch.nn.functional.conv2d(xt, wt, padding=1), lambda r: r.permute(0, 2, 3, 1)),
+        programs = {"forward": (lambda: torch.nn.functional.conv2d(xt, wt, stride=st, padding=p), lambda r: r.permute(0, 2, 3, 1)),
                     "kernel gradient": (lambda: backward([False, True, False])[1], lambda r: r.permute(2, 3, 1, 0)),
                     "input gradient": (lambda: backward([True, False, False])[0], lambda r: r.permute(0, 2, 3, 1))}
-        truth = conv_truth(x, w, g)
+        truth = conv_truth(c, x, w, g)
     else:
         x, weights = dense_data()
         xt, wts = torch.tensor(x), [torch.tensor(w) for w in weights]
@@ -184,7 +198,7 @@ def versions() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("case", choices=["conv", "dense"])
+    p.add_argument("case", choices=[*CONVS, "dense"])
     p.add_argument("--calls", type=int, default=50, help="timed calls per program (default 50)")
     p.add_argument("--hlo", action="store_true", help="also print the optimised HLO of each JAX program")
     p.add_argument("--child", choices=["torch", "jax"], help=argparse.SUPPRESS)
