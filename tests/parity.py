@@ -8,7 +8,6 @@ import torch
 from flax import nnx
 
 from jax_impl import weights as jax_weights
-from shared.data import shuffled_mnist  # noqa: F401 - the parity tests' data, imported from here
 from tests.tolerances import TRAJECTORY_LOSS_RTOL, TRAJECTORY_OUTLIER_MAX_FRACTION, TRAJECTORY_PARAM_ATOL
 from torch_impl import weights as torch_weights
 

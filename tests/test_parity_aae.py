@@ -25,8 +25,9 @@ from flax import nnx
 from jax_impl import aae as jaae
 from jax_impl import weights as jax_weights
 from jax_impl.training import CompiledStep
+from shared.data import shuffled_mnist
 from shared.hparams import hparams, variants
-from tests.parity import DIRECTIONS, assert_both_equal_reference, assert_close, paired_models, shuffled_mnist
+from tests.parity import DIRECTIONS, assert_both_equal_reference, assert_close, paired_models
 from tests.tolerances import (
     AAE_GRAD_RTOL,
     AAE_SEMI_DISPLACEMENT_RTOL,

@@ -17,6 +17,7 @@ from flax import nnx
 
 from jax_impl import autoencoder as jae
 from jax_impl import weights as jax_weights
+from shared.data import shuffled_mnist
 from shared.hparams import AUTOENCODER
 from tests.numpy_reference import numpy_autoencoder_logits, numpy_bce
 from tests.parity import (
@@ -27,7 +28,6 @@ from tests.parity import (
     assert_state_dicts_close,
     loss_and_grads,
     paired_models,
-    shuffled_mnist,
     trajectories,
 )
 from tests.tolerances import CONV_GRAD_RTOL, FORWARD_RTOL, GRAD_RTOL, LOSS_RTOL

@@ -21,19 +21,11 @@ from jax_impl import weights as jax_weights
 from jax_impl.initializers import torch_bias_init, torch_kernel_init
 from jax_impl.layers import BatchNorm, max_pool2
 from jax_impl.training import CompiledStep
+from shared.data import shuffled_mnist
 from shared.hparams import CNN
 from shared.weights import WeightsSpec, load_weights
 from tests.numpy_reference import numpy_conv2d
-from tests.parity import (
-    DIRECTIONS,
-    assert_both_equal_reference,
-    assert_close,
-    assert_state_dicts_close,
-    loss_and_grads,
-    paired_models,
-    shuffled_mnist,
-    trajectories,
-)
+from tests.parity import DIRECTIONS, assert_both_equal_reference, assert_close, assert_state_dicts_close, loss_and_grads, paired_models, trajectories
 from tests.tolerances import (
     BATCHNORM_CONV_GRAD_RTOL,
     BATCHNORM_TRAJECTORY_DISPLACEMENT_RTOL,

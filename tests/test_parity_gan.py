@@ -24,6 +24,7 @@ from flax import nnx
 from jax_impl import gan as jgan
 from jax_impl import weights as jax_weights
 from jax_impl.training import CompiledStep
+from shared.data import shuffled_mnist
 from shared.hparams import GAN
 from shared.weights import WeightsSpec
 from tests.numpy_reference import numpy_batchnorm, numpy_conv2d, numpy_conv_transpose2d
@@ -35,7 +36,6 @@ from tests.parity import (
     jax_grads,
     jax_value_and_grad,
     paired_models,
-    shuffled_mnist,
     torch_grads,
 )
 from tests.tolerances import (

@@ -23,7 +23,7 @@ from jax_impl.initializers import torch_bias_init, torch_transpose_kernel_init
 from jax_impl.layers import ConvTransposeByPhases, conv_transpose_by_phases
 from jax_impl.layers import center_crop as jax_center_crop
 from jax_impl.training import CompiledStep, compute_in
-from shared.data import binarize
+from shared.data import binarize, shuffled_mnist
 from shared.hparams import VAE
 from shared.metrics import neg_elbo
 from tests.numpy_reference import numpy_conv_transpose2d, numpy_neg_elbo, numpy_vae
@@ -36,7 +36,6 @@ from tests.parity import (
     jax_value_and_grad,
     loss_and_grads,
     paired_models,
-    shuffled_mnist,
     torch_grads,
 )
 from tests.tolerances import (
