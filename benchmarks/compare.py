@@ -52,7 +52,7 @@ from shared.contract import COMPILE_MODES, DATA_PARALLEL_MODES, GPU_MODES, MODES
 from shared.distributed import check_data_parallel
 from shared.errors import UserError, run_cli
 from shared.hparams import HPARAMS, label, variants
-from shared.machine import cpu_details, cpu_name, source_commit
+from shared.machine import MALLOC_SETTINGS, cpu_details, cpu_name, malloc_env, source_commit
 from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, prepare_out_dir, seed_int, write_json
 
 SCHEMA_VERSION = 2  # rows without a precision (written before it was a column) are float32
@@ -70,7 +70,7 @@ REFERENCE_N, REFERENCE_CALLS = 512, 11  # the driver's yardstick before each rou
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("arch", "variant", "task", "mode", "precision", "batch_size")  # a row's identity, within a results file and across two
 PLAN_KEYS = ("arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "repeats", "processes", "steps", "max_time",
-             "warmup", "threads", "seed", "xla_flags", "compile_mode", "fit_epochs", "devices")  # what --resume must find unchanged
+             "warmup", "threads", "seed", "xla_flags", "compile_mode", "malloc", "fit_epochs", "devices")  # what --resume must find unchanged
 COLUMNS = [
     "arch", "variant", "task", "framework", "mode", "precision", "device", "batch_size", "threads", "repeats",
     "step_ms_median", "step_ms_spread", "step_ms_p10", "step_ms_p90", "unstable", "compile_s", "samples_per_s",
@@ -110,6 +110,9 @@ def build_parser() -> ArgumentParser:
                    help="XLA_FLAGS for the JAX workers (default: the environment's XLA_FLAGS, else XLA's defaults)")
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default=COMPILE_MODES[0],
                    help="torch.compile's mode for the torch-compile rows, recorded in each torch row's settings (default: default)")
+    p.add_argument("--malloc", choices=MALLOC_SETTINGS, default=MALLOC_SETTINGS[0],
+                   help="glibc malloc of every process, both frameworks: retain keeps freed memory for the next step (default), "
+                        "default is glibc's own, which maps and faults in a large step's temporaries anew each step (docs/benchmark.md)")
     p.add_argument("--fit-epochs", type=positive_int, help="--task fit: epochs (default: each architecture's)")
     p.add_argument("--out", type=Path, default=Path("results") / "benchmark", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out, skipping what it measured")
@@ -235,7 +238,7 @@ def plan_settings(args, configs: list[dict]) -> dict:
         "precision": sorted(args.precision),
         "device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, "processes": args.processes, "steps": args.steps,
         "max_time": args.max_time, "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
-        "xla_flags": xla_flags(args), "compile_mode": args.compile_mode, "fit_epochs": args.fit_epochs, "devices": args.devices,
+        "xla_flags": xla_flags(args), "compile_mode": args.compile_mode, "malloc": args.malloc, "fit_epochs": args.fit_epochs, "devices": args.devices,
     }
 
 
@@ -265,6 +268,7 @@ def load_results(path: Path, what: str) -> dict:
     results.setdefault("settings", {}).setdefault("precision", [PRECISIONS[0]])
     results["settings"].setdefault("compile_mode", COMPILE_MODES[0])  # written before it was a flag: torch.compile's default
     results["settings"].setdefault("processes", 1)  # written before it was a flag: one process per configuration
+    results["settings"].setdefault("malloc", "default")  # written before it was a flag: glibc's own
     return results
 
 
@@ -311,7 +315,7 @@ class ForkServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.worker", "--fork-server", framework, str(args.threads), str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-            env=worker_env(framework, xla_flags(args), tmp), cwd=ROOT,  # -m: the tree at cwd comes first on the worker's path
+            env=worker_env(framework, args, tmp), cwd=ROOT,  # -m: the tree at cwd comes first on the worker's path
         )
         theirs.close()
         self.framework = framework
@@ -419,17 +423,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def worker_env(framework: str, flags: str, tmp: Path) -> dict:
-    """The environment of a framework's processes: XLA's flags, and a JAX compilation cache of this run.
+def worker_env(framework: str, args, tmp: Path) -> dict:
+    """The environment of a framework's processes: --malloc, XLA's flags, and a JAX compilation cache of this run.
 
     The cache serves the small programs that initialise the models, which every
     process of an architecture compiles anew (4-9 s of a JAX process's start on
     a 2-core VM), and a configuration's later processes (--processes) their
     step; compile_s is the first process's, which compiles it.
     """
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
+    env = malloc_env(args.malloc, {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))})
     if framework == "jax":
-        env.update({"XLA_FLAGS": flags, "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax-cache"),
+        env.update({"XLA_FLAGS": xla_flags(args), "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax-cache"),
                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
     return env
 
@@ -632,7 +636,7 @@ def run_fit(group: list[dict], args, tmp: Path, progress) -> list[dict]:
                "--seed", str(args.seed), "--device", args.device, "--batch-size", str(batch_size), "--precision", c["precision"], "--out", str(out)]
         cmd += ["--epochs", str(args.fit_epochs)] if args.fit_epochs else []
         start = time.perf_counter()
-        env = {**worker_env(c["framework"], xla_flags(args), tmp), "OMP_NUM_THREADS": str(args.threads)}
+        env = {**worker_env(c["framework"], args, tmp), "OMP_NUM_THREADS": str(args.threads)}
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
         wall = time.perf_counter() - start
         if proc.returncode != 0:
@@ -650,7 +654,7 @@ def run_fit(group: list[dict], args, tmp: Path, progress) -> list[dict]:
             "quality_metric": name, "quality_better": better, "quality": metrics["final"][name],
             "curve": [[e["elapsed_s"], e[name]] for e in epochs],
             "device_name": metrics["config"]["device"], "versions": metrics["config"]["versions"],
-            "settings": {"xla_flags": xla_flags(args)} if c["framework"] == "jax" else {},
+            "settings": {"malloc": args.malloc} | ({"xla_flags": xla_flags(args)} if c["framework"] == "jax" else {}),
         })
     return rows
 

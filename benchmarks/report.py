@@ -325,11 +325,13 @@ def machine_lines(results: dict) -> list[str]:
     devices = sorted({f"{r['framework']}: {r['device_name']}" for r in rows})
     flags = sorted({r["settings"].get("xla_flags", "") for r in rows if r["framework"] == "jax"})
     compile_modes = sorted({r["settings"].get("compile_mode", "default") for r in rows if r["mode"] == "torch-compile"})
+    mallocs = sorted({r["settings"].get("malloc", "default") for r in rows})
     lines = [
         f"- machine: {machine_name(results)} available, {m['platform']}; devices: {'; '.join(devices)}",
         f"- versions: python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items())),
         f"- command: `{results['command']}`",
         f"- XLA_FLAGS of the JAX rows: {' | '.join(repr(f) for f in flags) or 'none'}",
+        f"- glibc malloc of every row's process: {', '.join(mallocs)} (--malloc; retain: freed memory kept for the next step)",
     ] + ([f"- torch.compile mode of the torch-compile rows: {', '.join(compile_modes)} (--compile-mode)"] if compile_modes else [])
     if not timed(rows):
         return lines

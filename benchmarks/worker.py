@@ -47,6 +47,8 @@ import time
 import traceback
 from pathlib import Path
 
+from shared.machine import malloc_setting
+
 MIN_STEPS = 3  # per round, however long a step takes
 
 
@@ -267,7 +269,7 @@ class Configuration:
             "peak_mem_method": self.memory.method,
             "device_name": self.backend.device_name(),
             "versions": self.backend.versions(),
-            "settings": {**self.backend.settings(), **self.fullgraph()},
+            "settings": {**self.backend.settings(), **self.fullgraph(), "malloc": malloc_setting(dict(os.environ))},
         }
         if self.cfg["task"] == "train":
             result["final_loss"] = losses_of(self.last_step(self.backend.to_numpy(self.last)))

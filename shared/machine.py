@@ -52,3 +52,24 @@ def source_commit(folder: Path) -> str | None:
         return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# glibc malloc under --malloc retain: one arena, no chunk of its own mapping, no trimming, so that what a step frees is reused by
+# the next step instead of given back to the kernel and faulted in again, page by page (docs/benchmark.md#memory-allocation).
+RETAIN_FREED_MEMORY = {"arena_max": 1, "mmap_max": 0, "trim_threshold": 2**31 - 1}
+MALLOC_SETTINGS = ("retain", "default")
+
+
+def malloc_env(setting: str, env: dict[str, str]) -> dict[str, str]:
+    """`env` for a process whose glibc malloc runs under `setting` (one of MALLOC_SETTINGS): retain adds RETAIN_FREED_MEMORY
+    to GLIBC_TUNABLES, which glibc reads when the process starts; default leaves the environment's."""
+    if setting == "default":
+        return dict(env)
+    ours = ":".join(f"glibc.malloc.{name}={value}" for name, value in RETAIN_FREED_MEMORY.items())
+    return {**env, "GLIBC_TUNABLES": ":".join(t for t in (env.get("GLIBC_TUNABLES"), ours) if t)}
+
+
+def malloc_setting(env: dict[str, str]) -> str:
+    """Which of MALLOC_SETTINGS a process started with `env` runs under (default away from glibc, which reads no GLIBC_TUNABLES)."""
+    tunables = env.get("GLIBC_TUNABLES", "") if platform.libc_ver()[0] == "glibc" else ""
+    return "retain" if all(f"glibc.malloc.{name}={value}" in tunables for name, value in RETAIN_FREED_MEMORY.items()) else "default"

@@ -228,6 +228,15 @@ def test_the_results_file_says_when_where_and_at_which_commit(sweep):
     assert details["model_name"] == results["machine"]["cpu"] and set(details["flags"]) <= set(machine.SPEED_FLAGS)
 
 
+def test_every_process_keeps_freed_memory_by_default_and_says_so(sweep):
+    """--malloc retain reaches every row's process (each records what its own environment set) and the summary."""
+    results, stdout, _ = sweep
+    expected = machine.malloc_setting(machine.malloc_env("retain", {}))  # default away from glibc
+    assert results["settings"]["malloc"] == "retain"
+    assert {r["settings"]["malloc"] for r in results["rows"]} == {expected}
+    assert f"glibc malloc of every row's process: {expected}" in stdout
+
+
 def test_report_writes_the_results_page_and_the_readme_headline(sweep, tmp_path):
     """The page names machine, versions, date, commit and command, and its ratios are the summary's; --headline replaces only
     the README's generated block."""
