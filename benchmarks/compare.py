@@ -52,7 +52,7 @@ from shared.contract import COMPILE_MODES, DATA_PARALLEL_MODES, GPU_MODES, MODES
 from shared.distributed import check_data_parallel
 from shared.errors import UserError, run_cli
 from shared.hparams import HPARAMS, label, variants
-from shared.machine import MALLOC_SETTINGS, cpu_details, cpu_name, malloc_env, source_commit
+from shared.machine import MALLOC_SETTINGS, cpu_details, cpu_name, malloc_env, malloc_setting, source_commit
 from shared.trainer import ArgumentParser, non_negative_int, positive_float, positive_int, prepare_out_dir, seed_int, write_json
 
 SCHEMA_VERSION = 2  # rows without a precision (written before it was a column) are float32
@@ -111,8 +111,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default=COMPILE_MODES[0],
                    help="torch.compile's mode for the torch-compile rows, recorded in each torch row's settings (default: default)")
     p.add_argument("--malloc", choices=MALLOC_SETTINGS, default=MALLOC_SETTINGS[0],
-                   help="glibc malloc of every process, both frameworks: retain keeps freed memory for the next step (default), "
-                        "default is glibc's own, which maps and faults in a large step's temporaries anew each step (docs/benchmark.md)")
+                   help="glibc malloc of every process, both frameworks: default, glibc's own (it maps a block over 32 MiB anew at "
+                        "each allocation); retain keeps freed memory for the next step (docs/benchmark.md#glibc-malloc)")
     p.add_argument("--fit-epochs", type=positive_int, help="--task fit: epochs (default: each architecture's)")
     p.add_argument("--out", type=Path, default=Path("results") / "benchmark", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out, skipping what it measured")
@@ -654,7 +654,7 @@ def run_fit(group: list[dict], args, tmp: Path, progress) -> list[dict]:
             "quality_metric": name, "quality_better": better, "quality": metrics["final"][name],
             "curve": [[e["elapsed_s"], e[name]] for e in epochs],
             "device_name": metrics["config"]["device"], "versions": metrics["config"]["versions"],
-            "settings": {"malloc": args.malloc} | ({"xla_flags": xla_flags(args)} if c["framework"] == "jax" else {}),
+            "settings": {"malloc": malloc_setting(env)} | ({"xla_flags": xla_flags(args)} if c["framework"] == "jax" else {}),
         })
     return rows
 

@@ -55,9 +55,9 @@ def source_commit(folder: Path) -> str | None:
 
 
 # glibc malloc under --malloc retain: one arena, no chunk of its own mapping, no trimming, so that what a step frees is reused by
-# the next step instead of given back to the kernel and faulted in again, page by page (docs/benchmark.md#memory-allocation).
+# the next step instead of given back to the kernel and faulted in again, page by page (docs/benchmark.md#glibc-malloc).
 RETAIN_FREED_MEMORY = {"arena_max": 1, "mmap_max": 0, "trim_threshold": 2**31 - 1}
-MALLOC_SETTINGS = ("retain", "default")
+MALLOC_SETTINGS = ("default", "retain")
 
 
 def malloc_env(setting: str, env: dict[str, str]) -> dict[str, str]:

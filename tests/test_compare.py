@@ -49,7 +49,7 @@ def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
 
 
 SWEEP_ARGS = ("--arch", "mlp", "--mode", "torch-eager", "jax-jit", "--batch-size", *map(str, SWEEP),
-              "--repeats", "2", "--steps", "10", "--max-time", "0.2", "--warmup", "1")
+              "--repeats", "2", "--steps", "10", "--max-time", "0.2", "--warmup", "1", "--malloc", "retain")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_the_results_file_says_when_where_and_at_which_commit(sweep):
     assert details["model_name"] == results["machine"]["cpu"] and set(details["flags"]) <= set(machine.SPEED_FLAGS)
 
 
-def test_every_process_keeps_freed_memory_by_default_and_says_so(sweep):
+def test_malloc_retain_reaches_every_process_and_the_summary(sweep):
     """--malloc retain reaches every row's process (each records what its own environment set) and the summary."""
     results, stdout, _ = sweep
     expected = machine.malloc_setting(machine.malloc_env("retain", {}))  # default away from glibc
@@ -539,7 +539,9 @@ def test_the_compile_mode_is_chosen_recorded_per_row_and_kept_by_a_resume(tmp_pa
     assert {r["mode"]: r["settings"]["compile_mode"] for r in results["rows"]} == {"torch-eager": "reduce-overhead", "torch-compile": "reduce-overhead"}
     assert results["settings"]["compile_mode"] == "reduce-overhead"
     assert "torch.compile mode of the torch-compile rows: reduce-overhead" in stdout
+    assert {r["settings"]["malloc"] for r in results["rows"]} == {"default"} == {results["settings"]["malloc"]}  # glibc's own unless asked
     one_line_error(compare(*args, "--compile-mode", "max-autotune", "--resume", "--out", str(tmp_path)), "compile_mode", "reduce-overhead")
+    one_line_error(compare(*args, "--compile-mode", "reduce-overhead", "--malloc", "retain", "--resume", "--out", str(tmp_path)), "malloc")
     one_line_error(compare("--compile-mode", "fastest"), "--compile-mode")
 
 

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from benchmarks.repro import xla_cpu_gaps, ynn_precision
+from benchmarks.repro import cpu_page_faults, xla_cpu_gaps, ynn_precision
+from shared.machine import malloc_env
 from tests.conftest import REPO_ROOT
 from tests.tolerances import BATCHNORM_CONV_GRAD_RTOL
 
@@ -44,3 +45,16 @@ def test_the_op_profile_names_the_mlps_products_in_both_frameworks(tmp_path):
     assert "| `aten::addmm` | 4 |" in text, text
     assert "dot of f32[1000,784] and f32[784,500]" in text, text
     assert "## mlp infer, batch 1000" in text and "commit " in text
+
+
+@pytest.mark.slow
+def test_the_page_fault_reproducer_shows_xla_faulting_its_temporaries_in_at_every_call_unless_glibc_keeps_them():
+    """Under glibc's defaults JAX's program faults in at least half its temporaries at every call (counted in 2 MiB pages, the
+    fewest faults that could mean, where the kernel hands out huge pages); with freed memory kept, a twentieth of that at most.
+    The reproducer's GLIBC_TUNABLES are the benchmark's --malloc retain."""
+    assert cpu_page_faults.RETAIN == malloc_env("retain", {})["GLIBC_TUNABLES"]
+    proc = subprocess.run([sys.executable, cpu_page_faults.__file__, "--calls", "3"], capture_output=True, text=True, check=True)
+    jax_lines = [line for line in proc.stdout.splitlines() if " jax " in line]
+    faults = [float(line.split(" ms a call, ")[1].split()[0]) for line in jax_lines]
+    temp_mib = float(jax_lines[0].split("temporaries ")[1].split()[0])
+    assert temp_mib > 32 and faults[0] >= temp_mib / 2 / 2 and faults[1] <= faults[0] / 20, proc.stdout
