@@ -10,8 +10,8 @@ profiler. torch: torch.profiler's self CPU time of each aten operator. JAX: the 
 operation of the compiled step (jax.profiler's trace, read back with jax.profiler.ProfileData), named by their HLO
 instruction, and the compiled HLO (an XLA dump in a temporary folder) says what each one is: a convolution, a dot,
 a fusion of which operations, or a YNNPACK fusion. Printed per framework: the median step without the profiler and
-the minor page faults a step over those steps (getrusage), the operations' time by kind (convolutions, products, the rest), and the top operations with their time per step and their
-share of the operations' total.
+the minor page faults a step over those steps (getrusage), the operations' time by kind (convolutions, products, the
+rest), and the top operations with their time per step and their share of the operations' total.
 """
 from __future__ import annotations
 
