@@ -34,8 +34,8 @@ from shared.hparams import GAN as HP
 class Generator(nnx.Module):
     def __init__(self, hp=HP, *, rngs: nnx.Rngs):
         c1, c2, c3 = hp.generator_channels
-        self.deconv1 = nnx.ConvTranspose(hp.latent_dim, c1, (7, 7), padding=((6, 6), (6, 6)),  # torch's padding=0 is k - 1 - 0 zeros a side
-                                         use_bias=False, rngs=rngs)  # 1x1 -> 7x7
+        self.deconv1 = ConvTransposeByPhases(hp.latent_dim, c1, (7, 7), padding=((6, 6), (6, 6)),  # torch's padding=0 is k - 1 - 0 zeros a side
+                                             use_bias=False, rngs=rngs)  # 1x1 -> 7x7
         self.bn1 = BatchNorm(c1, eps=hp.batchnorm_eps, momentum=hp.batchnorm_momentum)
         self.deconv2 = ConvTransposeByPhases(c1, c2, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),  # torch's padding=1 is k - 1 - 1 zeros a side
                                              use_bias=False, rngs=rngs)  # 7x7 -> 14x14

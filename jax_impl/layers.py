@@ -5,7 +5,7 @@ directly (torch's initialisation from jax_impl/initializers.py). Here:
 BatchNorm, because nnx.BatchNorm's running variance is not torch's;
 max_pool2, nnx.max_pool's values with a gradient fast on XLA:CPU;
 ConvTransposeByPhases, nnx.ConvTranspose computed as matmuls on CPU when
-strided and wider than one channel; center_crop, the source's helper (twin of torch_impl/layers.py's).
+strided or fed one pixel, and wider than one channel; center_crop, the source's helper (twin of torch_impl/layers.py's).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from flax import nnx
 
 
 class ConvTransposeByPhases(nnx.ConvTranspose):
-    """nnx.ConvTranspose, computed on CPU as matmuls when strided with several output channels (same arguments, parameters, result).
+    """nnx.ConvTranspose, computed on CPU as matmuls when strided or fed one pixel, with several output channels (same arguments,
+    parameters, result).
 
     XLA:CPU runs a strided transposed convolution's kernel gradient as a
     convolution over the zero-dilated input, slowly (docs/benchmark.md#what-xlacpu-and-torch-do-here).
@@ -25,13 +26,16 @@ class ConvTransposeByPhases(nnx.ConvTranspose):
     (docs/results/earlier-cpu-runs.md#where-the-time-goes-on-the-zen-5). With one output channel (a decoder's
     last layer) each phase's matmuls are matrix-vector products and lax.conv_transpose is the faster
     (docs/cpu-performance.md#what-the-repository-closes); other backends keep lax.conv_transpose too.
+    A 1x1 input (a latent vector, a DCGAN generator's first layer) is one product with every tap at once,
+    whatever the stride: lax.conv_transpose would convolve the kernel over the zero-padded pixel.
     Takes a square kernel, equal strides and the explicit symmetric padding
     k - 1 - p of torch's ConvTranspose2d(padding=p).
     """
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        stride = self.strides[0] if isinstance(self.strides, (tuple, list)) else self.strides
-        if jax.default_backend() != "cpu" or stride == 1 or self.out_features == 1:
+        stride = self.strides[0] if isinstance(self.strides, (tuple, list)) else self.strides or 1  # nnx's default: None
+        one_pixel = inputs.shape[-3:-1] == (1, 1)
+        if jax.default_backend() != "cpu" or (stride == 1 and not one_pixel) or self.out_features == 1:
             return super().__call__(inputs)
         padding = self.kernel_size[0] - 1 - self.padding[0][0]  # back to torch's padding
         bias = self.bias[...] if self.bias is not None else None
@@ -69,6 +73,8 @@ def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, paddi
     k, c_out = kernel.shape[0], kernel.shape[-1]
     taps = kernel[::-1, ::-1]  # nnx's kernel is torch's flipped in space
     accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    if h == w == 1:  # output pixel (i, j) is the input pixel through tap (i + padding, j + padding)
+        return jnp.einsum("bc,ijcd->bijd", x[:, 0, 0], taps[padding : k - padding, padding : k - padding], preferred_element_type=accumulate)
     h_out, w_out = (h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k
     rows, cols = _phases(k, stride, padding, h_out), _phases(k, stride, padding, w_out)
     (top, bottom), (left, right) = _window_padding(rows, h), _window_padding(cols, w)

@@ -443,10 +443,11 @@ def test_center_crop_is_the_centre_slice():
     np.testing.assert_array_equal(torch_center_crop(torch.as_tensor(x[:, :, :29, :29]), 28, 28).cpu().numpy(), x[:, :, :28, :28])  # the VAE's
 
 
-def jax_conv_transpose2d(c_in: int, c_out: int, kernel: int, stride: int, padding: int, seed: int) -> nnx.ConvTranspose:
-    """What a model writes for torch's ConvTranspose2d(c_in, c_out, kernel, stride, padding): ConvTransposeByPhases when strided."""
+def jax_conv_transpose2d(c_in: int, c_out: int, kernel: int, stride: int, padding: int, seed: int, one_pixel: bool = False) -> nnx.ConvTranspose:
+    """What a model writes for torch's ConvTranspose2d(c_in, c_out, kernel, stride, padding): ConvTransposeByPhases when strided
+    or fed a 1x1 input."""
     edge = kernel - 1 - padding
-    layer = ConvTransposeByPhases if stride > 1 else nnx.ConvTranspose
+    layer = ConvTransposeByPhases if stride > 1 or one_pixel else nnx.ConvTranspose
     return layer(c_in, c_out, (kernel, kernel), strides=(stride, stride), padding=((edge, edge), (edge, edge)),
                  kernel_init=torch_transpose_kernel_init, bias_init=torch_bias_init(c_out * kernel * kernel), rngs=nnx.Rngs(seed))
 
@@ -483,14 +484,15 @@ def test_conv_transpose2d_converts_both_ways(stride, padding, kernel, c_out):
     assert np.abs(j_out).max() > 0.1
 
 
-@pytest.mark.parametrize("stride, padding, kernel, size", [(2, 0, 3, 7), (2, 1, 3, 15), (2, 1, 4, 7), (2, 1, 4, 14),
-                                                            pytest.param(3, 2, 5, 6, marks=pytest.mark.slow)])  # stride 3: 7 s
-def test_conv_transpose_by_phases_equals_lax_conv_transpose(stride, padding, kernel, size):
-    """The CPU form of a strided transposed convolution (matmuls per output phase) against nnx.ConvTranspose's lax.conv_transpose:
-    outputs and both gradients, and in bfloat16 (compute_in) the same float32 result."""
-    layer = jax_conv_transpose2d(6, 4, kernel, stride, padding, seed=0)
+@pytest.mark.parametrize("stride, padding, kernel, height, width", [(2, 0, 3, 7, 8), (2, 1, 3, 15, 16), (2, 1, 4, 7, 8), (2, 1, 4, 14, 15),
+                                                                    (1, 0, 7, 1, 1), (1, 2, 7, 1, 1), (2, 1, 4, 1, 1),  # one pixel: the GAN's first
+                                                                    pytest.param(3, 2, 5, 6, 7, marks=pytest.mark.slow)])  # stride 3: 7 s
+def test_conv_transpose_by_phases_equals_lax_conv_transpose(stride, padding, kernel, height, width):
+    """The CPU form of a strided transposed convolution (matmuls per output phase; of a 1x1 input, one product with every tap)
+    against nnx.ConvTranspose's lax.conv_transpose: outputs and both gradients, and in bfloat16 (compute_in) the same float32 result."""
+    layer = jax_conv_transpose2d(6, 4, kernel, stride, padding, seed=0, one_pixel=height == width == 1)
     assert isinstance(layer, ConvTransposeByPhases)
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((3, size, size + 1, 6)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((3, height, width, 6)), jnp.float32)
     kernel_value, bias = layer.kernel.get_value(), layer.bias.get_value()
 
     def by_phases(x, k):
