@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from benchmarks.repro import cpu_page_faults, xla_cpu_gaps, ynn_precision
+from benchmarks.repro.op_profile import until_completion
 from shared.machine import malloc_env
 from tests.conftest import REPO_ROOT
 from tests.tolerances import BATCHNORM_CONV_GRAD_RTOL
@@ -58,3 +59,13 @@ def test_the_page_fault_reproducer_shows_xla_faulting_its_temporaries_in_at_ever
     faults = [float(line.split(" ms a call, ")[1].split()[0]) for line in jax_lines]
     temp_mib = float(jax_lines[0].split("temporaries ")[1].split()[0])
     assert temp_mib > 32 and faults[0] >= temp_mib / 2 / 2 and faults[1] <= faults[0] / 20, proc.stdout
+
+
+def test_an_instructions_time_runs_to_its_completion_marker():
+    """XLA's own convolutions return after their launch and mark their completion later: each call takes the first marker
+    after its start that no earlier call took; a call with no marker after it keeps its own event's length."""
+    launch_only = [(0, 300), (1_000_000, 250), (5_000_000, 200)]  # (start, duration) in ns
+    markers = [900_000, 400_000, 1_050_000]  # unsorted, as the trace's lines give them; none after the third call
+    assert until_completion(launch_only, markers) == [400_000, 50_000, 200]
+    assert until_completion([(0, 700)], [500]) == [700]  # a marker inside the event: the event's own length
+    assert until_completion([(10, 5), (0, 5)], [20, 6]) == [6, 10]  # calls paired in time order

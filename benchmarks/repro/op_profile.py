@@ -8,8 +8,10 @@ Each framework runs in a process of its own, built as the benchmark's worker bui
 batches, batch size and threads): torch-eager against jax-jit. After the warm-up, --steps steps run under the
 profiler. torch: torch.profiler's self CPU time of each aten operator. JAX: the events XLA:CPU records for each
 operation of the compiled step (jax.profiler's trace, read back with jax.profiler.ProfileData), named by their HLO
-instruction, and the compiled HLO (an XLA dump in a temporary folder) says what each one is: a convolution, a dot,
-a fusion of which operations, or a YNNPACK fusion. Printed per framework: the median step without the profiler and
+instruction, each from its start to XLA's marker of its completion ("end: <instruction>": XLA's own convolutions
+hand their work to the thread pool and return, so their event alone spans only the launch), and the compiled HLO (an
+XLA dump in a temporary folder) says what each one is: a convolution, a dot, a fusion of which operations, or a
+YNNPACK fusion. Printed per framework: the median step without the profiler and
 the minor page faults a step over those steps (getrusage), the operations' time by kind (convolutions, products, the
 rest), and the top operations with their time per step and their share of the operations' total.
 """
@@ -64,17 +66,33 @@ def profile_jax(config, steps: int, dump: Path) -> list[dict]:
     jax.profiler.start_trace(str(trace))
     run_steps(config, steps)
     jax.profiler.stop_trace()
-    per_module: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    starts: dict[str, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
+    ends: dict[str, list[int]] = defaultdict(list)
     for plane in ProfileData.from_file(str(next(trace.rglob("*.xplane.pb")))).planes:
         for line in plane.lines:
             for event in line.events:
                 stats = dict(event.stats)
                 if "hlo_op" in stats:
-                    per_module[stats["hlo_module"]][stats["hlo_op"]].append(event.duration_ns)
+                    starts[stats["hlo_module"]][stats["hlo_op"]].append((event.start_ns, event.duration_ns))
+                elif event.name.startswith("end: "):
+                    ends[event.name.removeprefix("end: ")].append(event.start_ns)
+    per_module = {module: {op: until_completion(calls, ends[op]) for op, calls in ops.items()} for module, ops in starts.items()}
     module, ops = max(per_module.items(), key=lambda kv: sum(map(sum, kv[1].values())))  # the step's program
     instructions = hlo_instructions(dump, module)
     return [{"op": name, "ms": sum(ns) / 1e6 / steps, "calls": len(ns) / steps, "what": instructions.get(name, "")}
             for name, ns in ops.items()]
+
+
+def until_completion(calls: list[tuple[int, int]], ends: list[int]) -> list[int]:
+    """Each call's nanoseconds from its start to the first completion marker after it not taken by an earlier call
+    (its own event's end where no marker comes)."""
+    ends, durations, taken = sorted(ends), [], 0
+    for start, duration in sorted(calls):
+        while taken < len(ends) and ends[taken] < start:
+            taken += 1
+        durations.append(max(duration, ends[taken] - start) if taken < len(ends) else duration)
+        taken += taken < len(ends)
+    return durations
 
 
 def hlo_instructions(dump: Path, module: str) -> dict[str, str]:
@@ -215,8 +233,10 @@ def header(argv: list[str], xla_flags: str) -> list[str]:
             f" ({', '.join(f'{k} {v}' for k, v in details.items() if k != 'flags')}; {' '.join(details.get('flags', []))}), "
             f"{len(os.sched_getaffinity(0))} CPUs, {versions}, XLA_FLAGS {xla_flags!r}, glibc malloc {malloc_setting(dict(os.environ))}.", "",
             "Per framework: the median step time without the profiler, and each operation's time a step and share of "
-            "all operations' time (torch: an aten operator's self CPU time; JAX: XLA:CPU's events of an HLO instruction, "
-            "which can overlap when XLA runs independent instructions side by side), and the process's minor page faults a "
+            "all operations' time (torch: an aten operator's self CPU time; JAX: an HLO instruction's time from its start to "
+            "XLA:CPU's marker of its completion, which for XLA's own convolutions, run on the thread pool after their launch, "
+            "includes waiting for it, and which can overlap when XLA runs independent instructions side by side), and the "
+            "process's minor page faults a "
             "step (memory the kernel maps in, [why](../cpu-performance.md#page-faults)). [How to read it](../cpu-performance.md).", ""]
 
 
