@@ -8,9 +8,9 @@ Each framework runs in a process of its own, built as the benchmark's worker bui
 batches, batch size and threads): torch-eager against jax-jit. After the warm-up, --steps steps run under the
 profiler. torch: torch.profiler's self CPU time of each aten operator. JAX: the events XLA:CPU records for each
 operation of the compiled step (jax.profiler's trace, read back with jax.profiler.ProfileData), named by their HLO
-instruction, each from its start to XLA's marker of its completion ("end: <instruction>": XLA's own convolutions
-hand their work to the thread pool and return, so their event alone spans only the launch), and the compiled HLO (an
-XLA dump in a temporary folder) says what each one is: a convolution, a dot, a fusion of which operations, or a
+instruction (XLA's own convolutions from their start to XLA's marker of their completion, "end: <instruction>": they
+hand their work to the thread pool and return, so their event spans only the launch), and the compiled HLO (an XLA
+dump in a temporary folder) says what each one is: a convolution, a dot, a fusion of which operations, or a
 YNNPACK fusion. Printed per framework: the median step without the profiler and
 the minor page faults a step over those steps (getrusage), the operations' time by kind (convolutions, products, the
 rest), and the top operations with their time per step and their share of the operations' total.
@@ -76,11 +76,12 @@ def profile_jax(config, steps: int, dump: Path) -> list[dict]:
                     starts[stats["hlo_module"]][stats["hlo_op"]].append((event.start_ns, event.duration_ns))
                 elif event.name.startswith("end: "):
                     ends[event.name.removeprefix("end: ")].append(event.start_ns)
-    per_module = {module: {op: until_completion(calls, ends[op]) for op, calls in ops.items()} for module, ops in starts.items()}
-    module, ops = max(per_module.items(), key=lambda kv: sum(map(sum, kv[1].values())))  # the step's program
+    module, ops = max(starts.items(), key=lambda kv: sum(d for calls in kv[1].values() for _, d in calls))  # the step's program
     instructions = hlo_instructions(dump, module)
+    times = {name: until_completion(calls, ends[name]) if instructions.get(name, "").startswith("convolution ") else [d for _, d in calls]
+             for name, calls in ops.items()}
     return [{"op": name, "ms": sum(ns) / 1e6 / steps, "calls": len(ns) / steps, "what": instructions.get(name, "")}
-            for name, ns in ops.items()]
+            for name, ns in times.items()]
 
 
 def until_completion(calls: list[tuple[int, int]], ends: list[int]) -> list[int]:
@@ -233,10 +234,10 @@ def header(argv: list[str], xla_flags: str) -> list[str]:
             f" ({', '.join(f'{k} {v}' for k, v in details.items() if k != 'flags')}; {' '.join(details.get('flags', []))}), "
             f"{len(os.sched_getaffinity(0))} CPUs, {versions}, XLA_FLAGS {xla_flags!r}, glibc malloc {malloc_setting(dict(os.environ))}.", "",
             "Per framework: the median step time without the profiler, and each operation's time a step and share of "
-            "all operations' time (torch: an aten operator's self CPU time; JAX: an HLO instruction's time from its start to "
-            "XLA:CPU's marker of its completion, which for XLA's own convolutions, run on the thread pool after their launch, "
-            "includes waiting for it, and which can overlap when XLA runs independent instructions side by side), and the "
-            "process's minor page faults a "
+            "all operations' time (torch: an aten operator's self CPU time; JAX: XLA:CPU's events of an HLO instruction, "
+            "which can overlap when XLA runs independent instructions side by side; for XLA's own convolutions, which run on "
+            "the thread pool after their event, from its start to XLA's marker of their completion, waiting for the pool "
+            "included), and the process's minor page faults a "
             "step (memory the kernel maps in, [why](../cpu-performance.md#page-faults)). [How to read it](../cpu-performance.md).", ""]
 
 
