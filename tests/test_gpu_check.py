@@ -138,6 +138,8 @@ def test_each_step_gets_its_share_of_what_is_left():
 
 SLEEPER = """
 import signal, sys, time
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])  # as from a shell, whatever the test process passed on
+signal.signal(signal.SIGINT, signal.default_int_handler)
 {handler}
 print("started", flush=True)
 try:
