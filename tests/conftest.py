@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -71,6 +72,11 @@ NAMES_DIR = TEST_DATA / "names"  # the classic 18-language names folder
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", choices=("cpu", "gpu"), default="cpu",
                      help="where the parity tests compute: cpu (default), or gpu: torch's CUDA device and JAX's first GPU (docs/testing.md)")
+
+
+# A suite started in the background by a non-interactive shell (`nohup ... &`) inherits SIGINT ignored, and so would every
+# process a test starts; the tests that interrupt a benchmark or a GPU-check step need it to act as a Ctrl-C.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config: pytest.Config) -> None:
