@@ -11,9 +11,9 @@ operation of the compiled step (jax.profiler's trace, read back with jax.profile
 instruction (XLA's own convolutions from their start to XLA's marker of their completion, "end: <instruction>": they
 hand their work to the thread pool and return, so their event spans only the launch), and the compiled HLO (an XLA
 dump in a temporary folder) says what each one is: a convolution, a dot, a fusion of which operations, or a
-YNNPACK fusion. Printed per framework: the median step without the profiler and
-the minor page faults a step over those steps (getrusage), the operations' time by kind (convolutions, products, the
-rest), and the top operations with their time per step and their share of the operations' total.
+YNNPACK fusion. Printed per framework: the median step without the profiler and the minor page faults a step over
+those steps (getrusage), the operations' time by kind (convolutions, products, the rest), and the top operations
+with their time per step and their share of the operations' total.
 """
 from __future__ import annotations
 
@@ -237,8 +237,8 @@ def header(argv: list[str], xla_flags: str) -> list[str]:
             "all operations' time (torch: an aten operator's self CPU time; JAX: XLA:CPU's events of an HLO instruction, "
             "which can overlap when XLA runs independent instructions side by side; for XLA's own convolutions, which run on "
             "the thread pool after their event, from its start to XLA's marker of their completion, waiting for the pool "
-            "included), and the process's minor page faults a "
-            "step (memory the kernel maps in, [why](../cpu-performance.md#page-faults)). [How to read it](../cpu-performance.md).", ""]
+            "included), and the process's minor page faults a step (memory the kernel maps in, "
+            "[why](../cpu-performance.md#page-faults)). [How to read it](../cpu-performance.md).", ""]
 
 
 ROOT = Path(__file__).resolve().parents[2]
