@@ -160,15 +160,15 @@ def memory_figure(rows: list[dict]):
 
 # ---------------------------------------------------------------- a run's page
 def run_summary(results: dict) -> dict:
-    """The run's summary; recomputed from its rows when the file predates verdicts."""
-    s = results.get("summary") or {}
-    return s if "verdict_method" in s else report.summary(results["rows"])
+    """The run's summary as this version computes it from the rows (a file written before the verdicts or their present
+    method holds another or none)."""
+    return report.summary(results["rows"])
 
 
 def how_to_read(method: dict) -> str:
     return (f"<p><b>How to read.</b> Each ratio is JAX's step time (jax-jit) over torch's best mode's, formed round by round "
-            f"(both timed within seconds of each other), so below 1 JAX is faster. Shown: the median of the round ratios and its "
-            f"distribution-free {method['confidence']:.0%} confidence interval ({esc(method['interval'])}). Verdict: {esc(method['rule'])}; "
+            f"(both timed within seconds of each other), so below 1 JAX is faster. Shown: the {esc(method['estimate'])} and its "
+            f"{method['confidence']:.0%} confidence interval ({esc(method['interval'])}). Verdict: {esc(method['rule'])}; "
             f"fewer rounds than a {method['confidence']:.0%} interval needs read &ldquo;too few rounds&rdquo;.</p>")
 
 
@@ -183,8 +183,8 @@ def verdicts_section(entries: list[dict]) -> str:
     if not entries:
         return section("verdicts", "Verdicts: JAX / torch", "<p>No architecture has both a jax-jit row and a torch row here.</p>")
     body = [f"<tr>{cell(label(x['arch'], x['variant']) + report.precision_label(x))}{cell(x['task'])}{num(x['batch_size'])}"
-            f"{num(ratio(x['median']))}{num(interval_text(x))}{verdict_cell(x['verdict'])}{cell(x['torch_mode'])}</tr>" for x in entries]
-    header = ["architecture", "task", "batch", "JAX / torch, median", "interval (coverage)", "verdict", "torch's best mode"]
+            f"{num(ratio(x['estimate']))}{num(interval_text(x))}{verdict_cell(x['verdict'])}{cell(x['torch_mode'])}</tr>" for x in entries]
+    header = ["architecture", "task", "batch", "JAX / torch, estimate", "interval (coverage)", "verdict", "torch's best mode"]
     return section("verdicts", "Verdicts: JAX / torch", table(header, body, "data verdicts"))
 
 
@@ -244,7 +244,7 @@ def code_table(name: str) -> str:
 def arch_section(name: str, entries: list[dict]) -> str:
     mine = [x for x in entries if x["arch"] == name]
     lines = "".join(f"<li>{esc(label(x['arch'], x['variant']))}{esc(report.precision_label(x))} {esc(x['task'])} batch {esc(x['batch_size'])}: "
-                    f"JAX / torch {esc(ratio(x['median']))} [{esc(interval_text(x))}], <b>{esc(x['verdict'])}</b></li>" for x in mine)
+                    f"JAX / torch {esc(ratio(x['estimate']))} [{esc(interval_text(x))}], <b>{esc(x['verdict'])}</b></li>" for x in mine)
     verdicts = f'<ul class="text">{lines}</ul>' if mine else "<p>No JAX/torch verdict for this architecture in this run.</p>"
     intro = ('<p class="note">The twin files side by side, line against line (yellow: changed, green: only on the right, red: only on the '
              "left).</p>")
@@ -273,7 +273,7 @@ def write_run_page(path: Path, results: dict) -> None:
 
 # ---------------------------------------------------------------- two runs' page
 def ratio_side(x: dict) -> str:
-    return f"{ratio(x['median'])} [{span(x.get('interval'))}]"
+    return f"{ratio(x['estimate'])} [{span(x.get('interval'))}]"
 
 
 def diff_ratios_section(ratios: list[dict]) -> str:

@@ -15,7 +15,7 @@ from shared.machine import BFLOAT16_FLAGS, native_bfloat16
 
 SATURATION = 0.9  # throughput "stops growing" at the smallest batch within 10% of the best
 RATIO_AGREEMENT = 0.10  # two runs' JAX/torch ratios "agree" within this, relative
-CONFIDENCE = 0.95  # a ratio's interval covers the median of its round-by-round ratios at least this often
+CONFIDENCE = 0.95  # a ratio's interval covers its centre at least this often; a row's, the median of its round medians
 MARGIN = 0.05  # a difference is clear when its whole interval lies beyond 1 +- this (below 1/1.05 or above 1.05)
 VERDICTS = ("JAX faster", "torch faster", "no clear difference")
 TOO_FEW_ROUNDS = "too few rounds"
@@ -90,17 +90,51 @@ def verdict(interval: list[float] | None) -> str:
     return VERDICTS[0] if high < 1 / (1 + MARGIN) else VERDICTS[1] if low > 1 + MARGIN else VERDICTS[2]
 
 
+def signed_rank_cdf(n: int) -> np.ndarray:
+    """P(T <= t), t = 0 .. n(n+1)/2: the exact distribution of Wilcoxon's signed-rank statistic T of n values symmetric
+    about zero (each rank 1..n counted with probability 1/2: the number of subsets of the ranks summing to t, over 2^n)."""
+    ways = np.zeros(n * (n + 1) // 2 + 1)
+    ways[0] = 1
+    for rank in range(1, n + 1):
+        ways[rank:] = ways[rank:] + ways[:-rank]  # the right side is evaluated first: subsets without this rank, then with it
+    return np.cumsum(ways) / 2**n
+
+
+def ratio_interval(ratios, confidence: float = CONFIDENCE) -> tuple[float, float, float, float] | None:
+    """(estimate, low, high, coverage) of the centre of round-by-round ratios, or None for too few (fewer than 6 at 95%).
+
+    On the logarithms of the ratios: the Hodges-Lehmann estimate (the median
+    of the n(n+1)/2 pairwise means, the Walsh averages) and the Wilcoxon
+    signed-rank interval, from the (k+1)-th smallest to the (k+1)-th largest
+    Walsh average, k the largest with P(T <= k) <= (1 - confidence) / 2;
+    coverage = 1 - 2 P(T <= k). It assumes the log ratios are symmetric about
+    their centre, which rounds that alternate the frameworks' order make
+    plausible, and uses every ratio, not two order statistics as the median's
+    interval does: docs/benchmark.md says how much better it repeats.
+    """
+    logs = np.log(np.asarray(ratios, np.float64))
+    i, j = np.triu_indices(len(logs))
+    walsh = np.sort((logs[i] + logs[j]) / 2)
+    cdf = signed_rank_cdf(len(logs))
+    k = int(np.searchsorted(cdf, (1 - confidence) / 2, side="right")) - 1
+    if k < 0:
+        return None
+    return float(np.exp(np.median(walsh))), float(np.exp(walsh[k])), float(np.exp(walsh[-1 - k])), float(1 - 2 * cdf[k])
+
+
 def ratio_stats(per_round: np.ndarray) -> dict:
-    """Median, min-max, confidence interval and its coverage of round-by-round ratios."""
-    interval = median_interval(per_round)
-    return {"median": float(np.median(per_round)), "spread": [float(per_round.min()), float(per_round.max())],
-            "interval": None if interval is None else list(interval[:2]), "coverage": None if interval is None else interval[2]}
+    """Estimate, min-max, confidence interval and its coverage of round-by-round ratios (ratio_interval); with too few
+    rounds for an interval the estimate is their median."""
+    centre = ratio_interval(per_round)
+    return {"estimate": float(np.median(per_round)) if centre is None else centre[0], "spread": [float(per_round.min()), float(per_round.max())],
+            "interval": None if centre is None else list(centre[1:3]), "coverage": None if centre is None else centre[3]}
 
 
 def verdict_method() -> dict:
     """How the verdicts are reached, as results.json records it."""
     return {"ratio": "jax-jit's step time over the best torch mode's, formed within each round",
-            "interval": "distribution-free confidence interval of the median of the round ratios (order statistics, the sign test's)",
+            "estimate": "Hodges-Lehmann estimate of the log round ratios' centre (the median of their pairwise means)",
+            "interval": "Wilcoxon signed-rank confidence interval of that centre (exact, from the pairwise means)",
             "confidence": CONFIDENCE, "margin": MARGIN,
             "rule": f"JAX faster if the interval lies below 1/{1 + MARGIN:g}, torch faster if above {1 + MARGIN:g}, else no clear difference"}
 
@@ -110,7 +144,7 @@ def jax_over_torch(rows: list[dict]) -> list[dict]:
     """Per architecture, task and batch size: jax-jit's step time over the best torch mode's, round by round.
 
     The ratio is formed within each round (both measured within seconds of
-    each other), then its median, min-max and confidence interval over the
+    each other), then its estimate, min-max and confidence interval over the
     rounds, and the verdict the interval gives.
     """
     out = []
@@ -267,11 +301,11 @@ def fit_table(rows: list[dict]) -> list[str]:
 def summary_lines(results: dict) -> list[str]:
     s = results["summary"]
     lines = [f"- {row_label(x)} {x['task']} batch {x['batch_size']}{precision_label(x)}: {x['verdict']}: jax-jit / best torch step time = "
-             f"{x['median']:.2f} [{interval_text(x)}] (torch's best: {x['torch_mode']})" for x in s["jax_over_torch"]]
-    lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']} {x['mode']}: bfloat16 / float32 step time = {x['median']:.2f} "
+             f"{x['estimate']:.2f} [{interval_text(x)}] (torch's best: {x['torch_mode']})" for x in s["jax_over_torch"]]
+    lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']} {x['mode']}: bfloat16 / float32 step time = {x['estimate']:.2f} "
               f"[{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s.get("bfloat16_over_float32", [])]
     lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']}{precision_label(x)}: {x['mode']} / {x['base_mode']} step time = "
-              f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s.get("overhead_free", [])]
+              f"{x['estimate']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f} over rounds]" for x in s.get("overhead_free", [])]
     lines += [f"- rnn, {fw}: batched / per-name training names per second = {v:.0f}x (best mode of each)"
               for fw, v in s["batched_over_per_name"].items()]
     lines += [f"- {row_label(x)} {x['task']} batch {x['batch_size']}: {x['mode']} on {x['devices']} devices / {x['single_device_mode']} on one "
@@ -387,7 +421,7 @@ def ratio_name(x: dict) -> str:
 
 
 def ratio_chart_lines(ratios: list[dict], width: int = 41, span: float = 4.0) -> list[str]:
-    """The JAX/torch ratios as text: a log axis from 1/span to span, | at 1, the interval [---] and the median o."""
+    """The JAX/torch ratios as text: a log axis from 1/span to span, | at 1, the interval [---] and the estimate o."""
     def column(value: float) -> int:
         return round((min(max(math.log(value) / math.log(span), -1), 1) + 1) / 2 * (width - 1))
 
@@ -400,8 +434,8 @@ def ratio_chart_lines(ratios: list[dict], width: int = 41, span: float = 4.0) ->
         axis[column(1.0)] = "|"
         for i in range(column(low), column(high) + 1):
             axis[i] = "-"
-        axis[column(low)], axis[column(high)], axis[column(x["median"])] = "[", "]", "o"
-        lines.append(f"{name:{pad}}  {x['median']:5.2f} [{low:.2f}-{high:.2f}]  {''.join(axis)}  {x['verdict']}")
+        axis[column(low)], axis[column(high)], axis[column(x["estimate"])] = "[", "]", "o"
+        lines.append(f"{name:{pad}}  {x['estimate']:5.2f} [{low:.2f}-{high:.2f}]  {''.join(axis)}  {x['verdict']}")
     return lines
 
 
@@ -427,7 +461,7 @@ def ratio_figure(results: dict):
     axes[0][0].legend(handles=handles, fontsize=7, loc="lower right")
     method = s.get("verdict_method", {})
     fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['cpus_available']} CPUs, {results.get('date', '')[:10]}\n"
-                 f"median and {method.get('confidence', CONFIDENCE):.0%} interval over {results['settings']['repeats']} rounds; "
+                 f"Hodges-Lehmann estimate and {method.get('confidence', CONFIDENCE):.0%} interval over {results['settings']['repeats']} rounds; "
                  f"grey band: within {method.get('margin', MARGIN):.0%} of 1", fontsize=8)
     fig.tight_layout()
     return fig
@@ -436,7 +470,7 @@ def ratio_figure(results: dict):
 def panel(ax, ratios: list[dict], names: list[str], colors: list[str], title: str, sides: tuple[str, str]) -> None:
     """One ratio panel: a point and interval (min-max where there is none) per entry, the line at 1 and the margin band."""
     y = np.arange(len(ratios))[::-1]
-    medians = np.array([x["median"] for x in ratios])
+    medians = np.array([x["estimate"] for x in ratios])
     low_high = np.array([x["interval"] or x["spread"] for x in ratios])
     ax.errorbar(medians, y, xerr=[medians - low_high[:, 0], low_high[:, 1] - medians], fmt="none", ecolor=colors, elinewidth=2)
     ax.scatter(medians, y, c=colors, zorder=3, s=18)
@@ -636,8 +670,8 @@ def ratio_changes(old: dict, new: dict) -> list[dict]:
     for n in jax_over_torch(new["rows"]):
         if (o := old_ratios.get(ratio_key(n))) is None:
             continue
-        side = lambda x: {"median": x["median"], "interval": x["interval"] or x["spread"], "verdict": x["verdict"]}  # noqa: E731
-        change = n["median"] / o["median"]
+        side = lambda x: {"estimate": x["estimate"], "interval": x["interval"] or x["spread"], "verdict": x["verdict"]}  # noqa: E731
+        change = n["estimate"] / o["estimate"]
         flag = changed(side(o)["interval"], side(n)["interval"], change)
         out.append({k: n[k] for k in ("arch", "variant", "task", "batch_size", "precision")} | {
             "old": side(o), "new": side(n), "change": change, "flag": None if flag is None else "changed"})
@@ -670,7 +704,7 @@ def diff_lines(old: dict, new: dict, old_path: Path, new_path: Path) -> list[str
 
 def ratio_text(x: dict) -> str:
     low, high = x["interval"]
-    return f"{x['median']:.2f} [{low:.2f}-{high:.2f}]"
+    return f"{x['estimate']:.2f} [{low:.2f}-{high:.2f}]"
 
 
 def describe_key(k: tuple) -> str:
@@ -724,7 +758,7 @@ def headline_table(results: dict) -> list[str]:
         if not x:
             return ""
         low, high = x.get("interval") or x["spread"]
-        return f"{x['median']:.2f} [{low:.2f}-{high:.2f}] {x.get('verdict', '')}".rstrip()
+        return f"{x['estimate']:.2f} [{low:.2f}-{high:.2f}] {x.get('verdict', '')}".rstrip()
 
     lines = ["| architecture | train: JAX / torch | infer: JAX / torch |", "|---|---|---|"]
     return lines + [f"| {name(k)} | {cell(v.get('train'))} | {cell(v.get('infer'))} |" for k, v in ratios.items()]
@@ -738,7 +772,7 @@ def rounds_text(settings: dict) -> str:
 
 def headline(results: dict, json_link: str) -> list[str]:
     """The headline table and, under it, how it was measured, where and when, linking the results page beside `json_link`."""
-    return [*headline_table(results), "", f"JAX's step time (jax-jit) over torch's best mode's (below 1: JAX faster), median "
+    return [*headline_table(results), "", f"JAX's step time (jax-jit) over torch's best mode's (below 1: JAX faster), Hodges-Lehmann estimate "
                                           f"[{interval_name(results)}] over {rounds_text(results['settings'])}, and the verdict "
                                           f"([how](docs/benchmark.md#verdicts)). {provenance(results)}; "
                                           f"[results page]({json_link.removesuffix('.json')}.md)."]
@@ -766,7 +800,7 @@ def results_page(results: dict, json_name: str) -> str:
              f"Generated by `python benchmarks/compare.py --report docs/results/{json_name}` from that results file; do not edit.", "",
              f"- date: {results.get('date', 'not recorded')}; commit: {results.get('commit') or 'not recorded'}",
              *machine_lines(results), "", "## JAX / torch", "", *headline_table(results), "",
-             f"JAX's step time (jax-jit) over torch's best mode's, round by round (below 1: JAX faster): median [{interval_name(results)}] "
+             f"JAX's step time (jax-jit) over torch's best mode's, round by round (below 1: JAX faster): Hodges-Lehmann estimate [{interval_name(results)}] "
              "over the rounds, and the verdict.", "", "```", *verdict_lines(results), "```", *cpu_gap_note(results),
              "", "## Every row", "", *table(results["rows"])]
     fits = fit_table(results["rows"])

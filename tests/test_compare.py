@@ -128,7 +128,7 @@ def test_summary_ratios_are_formed_round_by_round(sweep):
     for x in results["summary"]["jax_over_torch"]:
         jax, torch = row(results, x["task"], "jax-jit", x["batch_size"]), row(results, x["task"], "torch-eager", x["batch_size"])
         ratios = [j / t for j, t in zip(jax["step_ms_rounds"], torch["step_ms_rounds"])]
-        assert x["median"] == pytest.approx(float(np.median(ratios))) and x["spread"] == pytest.approx([min(ratios), max(ratios)])
+        assert x["estimate"] == pytest.approx(float(np.median(ratios))) and x["spread"] == pytest.approx([min(ratios), max(ratios)])
     assert len(results["summary"]["jax_over_torch"]) == 2 * len(SWEEP)
 
 
@@ -253,7 +253,7 @@ def test_report_writes_the_results_page_and_the_readme_headline(sweep, tmp_path)
     for x in results["summary"]["jax_over_torch"]:
         column = 1 if x["task"] == "train" else 2
         (line,) = [line for line in page.splitlines() if line.startswith(f"| `mlp` batch {x['batch_size']} |")]
-        cell = f"{x['median']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f}] too few rounds"  # 2 rounds: the min-max, no verdict
+        cell = f"{x['estimate']:.2f} [{x['spread'][0]:.2f}-{x['spread'][1]:.2f}] too few rounds"  # 2 rounds: the min-max, no verdict
         assert [cell.strip() for cell in line.strip("|").split("|")][column] == cell
     text = readme.read_text()
     assert text.startswith("# A project\n\n<!-- headline: generated from pages/") and text.endswith("<!-- /headline -->\n\n## After\n")
@@ -433,7 +433,7 @@ def test_jax_over_torch_takes_the_best_torch_mode_in_each_round():
     rows = [made_up("torch-eager", 64, [10.0, 20.0, 10.0]), made_up("torch-compile", 64, [12.0, 8.0, 12.0]),
             made_up("jax-jit", 64, [5.0, 4.0, 6.0])]
     (x,) = report.jax_over_torch(rows)
-    assert x["median"] == pytest.approx(0.5) and x["spread"] == pytest.approx([0.5, 0.6])  # 5/10, 4/8, 6/10
+    assert x["estimate"] == pytest.approx(0.5) and x["spread"] == pytest.approx([0.5, 0.6])  # 5/10, 4/8, 6/10
 
 
 def test_data_parallel_rows_are_scaled_against_their_framework_on_one_device_round_by_round():
@@ -446,7 +446,7 @@ def test_data_parallel_rows_are_scaled_against_their_framework_on_one_device_rou
     assert torch_ddp["scaling_efficiency"] == pytest.approx(1 / 1.2)
     assert jax_sharded["overhead"] == pytest.approx(1.0) and jax_sharded["scaling_efficiency"] == pytest.approx(0.5)
     (ratio,) = report.jax_over_torch(rows)  # single-device modes only
-    assert ratio["median"] == pytest.approx(5.0)
+    assert ratio["estimate"] == pytest.approx(5.0)
 
 
 @pytest.mark.slow
@@ -508,10 +508,10 @@ def test_bfloat16_and_overhead_free_rows_are_timed_against_their_base_round_by_r
     rows = [made_up("jax-jit", 64, [10.0, 20.0, 10.0]), made_up("jax-scan", 64, [5.0, 4.0, 6.0]),
             {**made_up("jax-jit", 64, [5.0, 10.0, 4.0]), "precision": "bfloat16"}, made_up("torch-eager", 64, [10.0, 10.0, 10.0])]
     (scan,) = report.overhead_free(rows)
-    assert scan["base_mode"] == "jax-jit" and scan["median"] == pytest.approx(0.5) and scan["spread"] == pytest.approx([0.2, 0.6])
+    assert scan["base_mode"] == "jax-jit" and scan["estimate"] == pytest.approx(0.5) and scan["spread"] == pytest.approx([0.2, 0.6])
     (bf16,) = report.bfloat16_over_float32(rows)
-    assert bf16["mode"] == "jax-jit" and bf16["median"] == pytest.approx(0.5) and bf16["spread"] == pytest.approx([0.4, 0.5])
-    ratios = {x.get("precision"): x["median"] for x in report.jax_over_torch(rows)}  # jax-jit's, per precision, never jax-scan's
+    assert bf16["mode"] == "jax-jit" and bf16["estimate"] == pytest.approx(0.5) and bf16["spread"] == pytest.approx([0.4, 0.5])
+    ratios = {x.get("precision"): x["estimate"] for x in report.jax_over_torch(rows)}  # jax-jit's, per precision, never jax-scan's
     assert ratios == {"float32": pytest.approx(1.0)}
 
 
@@ -560,6 +560,28 @@ def test_the_median_interval_is_scipys_sign_test_interval_and_covers_the_median_
     samples = rng.lognormal(size=(4000, 12))  # true median 1: the interval holds it in its coverage of the draws, 96.1%
     covered = np.mean([low <= 1 <= high for low, high, _ in map(report.median_interval, samples)])
     assert abs(covered - report.median_interval(samples[0])[2]) < 0.015
+
+
+def test_the_ratio_interval_is_where_scipys_exact_signed_rank_test_stops_rejecting():
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    for n in (6, 7, 10, 12, 20):
+        ratios = rng.lognormal(0.2, 0.1, size=n)
+        estimate, low, high, coverage = report.ratio_interval(ratios)
+        alpha = 1 - coverage
+
+        for end in (low, high):  # just outside an end the exact two-sided test rejects at 1 - coverage; just inside it does not
+            outside, inside = (end * (1 - 1e-9), end * (1 + 1e-9)) if end == low else (end * (1 + 1e-9), end * (1 - 1e-9))
+            p_outside, p_inside = (stats.wilcoxon(np.log(ratios) - np.log(c), method="exact").pvalue for c in (outside, inside))
+            assert p_outside <= alpha + 1e-12 < p_inside
+        assert coverage >= report.CONFIDENCE and low < estimate < high
+        statistic = stats.wilcoxon(np.log(ratios) - np.log(estimate), method="exact").statistic  # min(T+, T-): balanced at the estimate
+        assert statistic >= n * (n + 1) / 4 - 1
+    assert report.ratio_interval(np.ones(5)) is None  # 2 x 1/32 > 5%: no interval from 5 rounds
+    samples = rng.lognormal(0, 0.1, size=(4000, 12))  # symmetric about log 1: the interval holds 1 in its coverage of the draws
+    covered = np.mean([low <= 1 <= high for _, low, high, _ in map(report.ratio_interval, samples)])
+    assert abs(covered - report.ratio_interval(samples[0])[3]) < 0.015
 
 
 def rounds_of(ratio: float, noise: float, n: int = 12, seed: int = 0) -> list[float]:

@@ -163,14 +163,14 @@ def made_up_diff() -> dict:
                 "batch_size": 64, "old_ms": 10.0, "new_ms": 10.0 * change, "change": change, "normalised_change": normalised,
                 "old_interval": [0.9, 1.1] if interval else None, "new_interval": [0.9 * change, 1.1 * change] if interval else None, "flag": flag}
 
-    side = {"median": 0.9, "interval": None, "verdict": "too few rounds"}
+    side = {"estimate": 0.9, "interval": None, "verdict": "too few rounds"}
     return {"old": {"where": "old.json: Made-up CPU; torch 2.13.0"}, "new": {"where": "new.json: Made-up CPU; torch 2.13.0"},
             "across_devices": False, "method": "A row is flagged when <its> change exceeds both intervals.",
             "rows": [diff_row("mlp", "train", "torch-eager", 1.5, 1.45, "slower"), diff_row("mlp", "train", "jax-jit", 1.01, None, None, False),
                      diff_row("rnn", "infer", "jax-jit", 0.6, 0.62, "faster"), diff_row("rnn", "train", "torch-compile", 0.98, 0.99, None)],
             "only_old": ["mlp infer jax-scan batch 64"], "only_new": [],
             "ratios": [{"arch": "mlp", "variant": "default", "task": "train", "batch_size": 64, "precision": "float32", "old": side,
-                        "new": {**side, "median": 1.3, "interval": [1.2, 1.4], "verdict": "torch faster"}, "change": 1.44, "flag": "changed"}],
+                        "new": {**side, "estimate": 1.3, "interval": [1.2, 1.4], "verdict": "torch faster"}, "change": 1.44, "flag": "changed"}],
             "summary": ["2 of 4 matched rows (50%) changed beyond the noise", "the verdicts of 0 of 1 rows (0%) are the same"]}
 
 
