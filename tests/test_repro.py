@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from benchmarks.repro import cpu_page_faults, xla_cpu_gaps, ynn_precision
-from benchmarks.repro.op_profile import until_completion
+from benchmarks.repro.op_profile import kind, until_completion
 from shared.machine import malloc_env
 from tests.conftest import REPO_ROOT
 from tests.tolerances import BATCHNORM_CONV_GRAD_RTOL
@@ -69,3 +69,19 @@ def test_an_instructions_time_runs_to_its_completion_marker():
     assert until_completion(launch_only, markers) == [400_000, 50_000, 200]
     assert until_completion([(0, 700)], [500]) == [700]  # a marker inside the event: the event's own length
     assert until_completion([(10, 5), (0, 5)], [20, 6]) == [6, 10]  # calls paired in time order
+
+
+def test_an_operation_is_data_movement_only_when_it_moves_data_without_arithmetic():
+    """XLA's instructions by what they compiled to (a fusion by every instruction it holds), torch's operators by name."""
+    def jax_kind(what: str) -> str:
+        return kind("jax", {"op": "fusion.1", "what": what})
+
+    assert jax_kind("fusion f32[6400,64] (kLoop: slice)") == "data movement"
+    assert jax_kind("fusion f32[100,8,2,8,2,32] (kLoop: concatenate, pad)") == "data movement"
+    assert jax_kind("copy f32[32,14,14,100]; copy of f32[100,14,14,32]") == "data movement"
+    assert jax_kind("fusion f32[100,3136] (kLoop: add, pad, slice, transpose)") == "the rest"  # an addition rides along
+    assert jax_kind("fusion f32[32] (kCustom: multiply, reduce)") == "the rest"
+    assert jax_kind("dot f32[64,32]; dot of f32[4900,64] and f32[4900,32]") == "products"
+    assert jax_kind("fusion f32[64,7,7,128] (kCustom: convolution); convolution of f32[64,14,14,64] and f32[4,4,64,128]") == "convolutions"
+    assert [kind("torch", {"op": op, "what": ""}) for op in ("aten::copy_", "aten::cat", "aten::native_batch_norm", "aten::addmm", "aten::to")] == [
+        "data movement", "data movement", "the rest", "products", "the rest"]
