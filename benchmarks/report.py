@@ -470,10 +470,10 @@ def ratio_figure(results: dict):
 def panel(ax, ratios: list[dict], names: list[str], colors: list[str], title: str, sides: tuple[str, str]) -> None:
     """One ratio panel: a point and interval (min-max where there is none) per entry, the line at 1 and the margin band."""
     y = np.arange(len(ratios))[::-1]
-    medians = np.array([x["estimate"] for x in ratios])
+    estimates = np.array([x["estimate"] for x in ratios])
     low_high = np.array([x["interval"] or x["spread"] for x in ratios])
-    ax.errorbar(medians, y, xerr=[medians - low_high[:, 0], low_high[:, 1] - medians], fmt="none", ecolor=colors, elinewidth=2)
-    ax.scatter(medians, y, c=colors, zorder=3, s=18)
+    ax.errorbar(estimates, y, xerr=[estimates - low_high[:, 0], low_high[:, 1] - estimates], fmt="none", ecolor=colors, elinewidth=2)
+    ax.scatter(estimates, y, c=colors, zorder=3, s=18)
     ax.axvspan(1 / (1 + MARGIN), 1 + MARGIN, color="#dddddd", zorder=0)
     ax.axvline(1, color="black", linewidth=0.8)
     ax.set_xscale("log")
