@@ -160,9 +160,9 @@ def memory_figure(rows: list[dict]):
 
 # ---------------------------------------------------------------- a run's page
 def run_summary(results: dict) -> dict:
-    """The run's summary as this version computes it from the rows (a file written before the verdicts or their present
-    method holds another or none)."""
-    return report.summary(results["rows"])
+    """The run's summary; recomputed from its rows when the file predates the verdicts or their present method."""
+    s = results.get("summary") or {}
+    return s if s.get("verdict_method") == report.verdict_method() else report.summary(results["rows"])
 
 
 def how_to_read(method: dict) -> str:

@@ -12,8 +12,8 @@ instruction (XLA's own convolutions from their start to XLA's marker of their co
 hand their work to the thread pool and return, so their event spans only the launch), and the compiled HLO (an XLA
 dump in a temporary folder) says what each one is: a convolution, a dot, a fusion of which operations, or a
 YNNPACK fusion. Printed per framework: the median step without the profiler and the minor page faults a step over
-those steps (getrusage), the operations' time by kind (convolutions, products, data movement, the rest), and the top operations
-with their time per step and their share of the operations' total.
+those steps (getrusage), the operations' time by kind (convolutions, products, data movement, the rest), and the top
+operations with their time per step and their share of the operations' total.
 """
 from __future__ import annotations
 
